@@ -1,0 +1,150 @@
+package relay
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/walrelay/walrelay/decode"
+	"github.com/walrelay/walrelay/replication"
+)
+
+// Config configures a Relay. The zero value of a field means its default.
+type Config struct {
+	// PostgresURL is the connection string of the Postgres primary (URL or
+	// key=value form). Empty means the standard PG* environment variables,
+	// else localhost.
+	PostgresURL string
+
+	// Table is the outbox table as schema.table or table. Default
+	// public.outbox_messages.
+	Table string
+
+	// Columns names the outbox table's columns. Default: Event-Forge's.
+	Columns decode.Columns
+
+	// Publication is the publication to stream; created FOR TABLE Table
+	// WITH (publish = 'insert') when missing. Default walrelay.
+	Publication string
+
+	// Slot is the logical replication slot. Default walrelay.
+	Slot string
+
+	// NoCreate disables creating a missing publication or slot; Run then
+	// fails with an error saying what is missing.
+	NoCreate bool
+
+	// MessagePrefix is the prefix of pg_logical_emit_message messages that
+	// become broker messages. Default walrelay.
+	MessagePrefix string
+
+	// AMQPURL is the RabbitMQ URL. Default amqp://guest:guest@localhost:5672/.
+	AMQPURL string
+
+	// Exchange is the default exchange (topic, durable). Default events.
+	Exchange string
+
+	// NoDeclareExchange disables declaring Exchange and DelayedExchange.
+	NoDeclareExchange bool
+
+	// DelayedExchange is an x-delayed-message exchange for delayed messages;
+	// empty means delayed messages are published at once, with a warning.
+	DelayedExchange string
+
+	// MaxInFlight is the maximum number of published but unconfirmed
+	// messages. Default 1000.
+	MaxInFlight int
+
+	// StatusInterval is how often a standby status update goes to Postgres
+	// when the flush position has not moved, and how often the checkpoint
+	// is stored. Default 10 s.
+	StatusInterval time.Duration
+
+	// ReceiveTimeout is how long the replication connection may stay silent
+	// while the relay asks the server for a reply before it counts as dead.
+	// Default 3 x StatusInterval, at least 30 s.
+	ReceiveTimeout time.Duration
+
+	// ShutdownTimeout bounds the wait for outstanding confirms on shutdown.
+	// Default 30 s.
+	ShutdownTimeout time.Duration
+
+	// RetryInitial and RetryMax bound the backoff between sessions. Defaults
+	// 500 ms and 30 s.
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+}
+
+// Defaults.
+const (
+	DefaultTable           = "public.outbox_messages"
+	DefaultPublication     = "walrelay"
+	DefaultSlot            = "walrelay"
+	DefaultMessagePrefix   = "walrelay"
+	DefaultAMQPURL         = "amqp://guest:guest@localhost:5672/"
+	DefaultExchange        = "events"
+	DefaultMaxInFlight     = 1000
+	DefaultStatusInterval  = 10 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// withDefaults returns c with every zero field set to its default, and
+// validates the result.
+func (c Config) withDefaults() (Config, error) {
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if c.Publication == "" {
+		c.Publication = DefaultPublication
+	}
+	if c.Slot == "" {
+		c.Slot = DefaultSlot
+	}
+	if c.MessagePrefix == "" {
+		c.MessagePrefix = DefaultMessagePrefix
+	}
+	if c.AMQPURL == "" {
+		c.AMQPURL = DefaultAMQPURL
+	}
+	if c.Exchange == "" {
+		c.Exchange = DefaultExchange
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.StatusInterval == 0 {
+		c.StatusInterval = DefaultStatusInterval
+	}
+	if c.ReceiveTimeout == 0 {
+		c.ReceiveTimeout = max(3*c.StatusInterval, 30*time.Second)
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.RetryInitial == 0 {
+		c.RetryInitial = 500 * time.Millisecond
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 30 * time.Second
+	}
+
+	if _, err := replication.ParseTable(c.Table); err != nil {
+		return c, err
+	}
+	if err := replication.ValidateSlotName(c.Slot); err != nil {
+		return c, err
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > 1_000_000 {
+		return c, fmt.Errorf("invalid max in-flight %d: use a number from 1 to 1000000", c.MaxInFlight)
+	}
+	if c.StatusInterval < 100*time.Millisecond || c.StatusInterval > 10*time.Minute {
+		return c, fmt.Errorf("invalid status interval %s: use a duration from 100ms to 10m", c.StatusInterval)
+	}
+	if c.ReceiveTimeout <= c.StatusInterval {
+		return c, fmt.Errorf("invalid receive timeout %s: it must be longer than the status interval %s", c.ReceiveTimeout, c.StatusInterval)
+	}
+	if c.ShutdownTimeout < 0 {
+		return c, fmt.Errorf("invalid shutdown timeout %s: use a positive duration", c.ShutdownTimeout)
+	}
+
+	return c, nil
+}

@@ -1,0 +1,228 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+
+	"github.com/walrelay/walrelay/checkpoint"
+	"github.com/walrelay/walrelay/decode"
+	"github.com/walrelay/walrelay/migrations"
+	"github.com/walrelay/walrelay/replication"
+)
+
+// healthySession is how long a session must run before a failure starts
+// the backoff from its initial delay again.
+const healthySession = 30 * time.Second
+
+// Relay relays outbox inserts from one slot to the broker.
+type Relay struct {
+	cfg   Config
+	table replication.Table
+	log   zerolog.Logger
+
+	decoder *decode.Decoder
+
+	// resume carries what the last session confirmed into the next one.
+	resume checkpoint.Resume
+
+	// streaming is closed when the first session starts streaming.
+	streaming     chan struct{}
+	streamingOnce sync.Once
+}
+
+// New validates cfg and returns a Relay.
+func New(cfg Config, log zerolog.Logger) (*Relay, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+
+	if _, err := pgconn.ParseConfig(cfg.PostgresURL); err != nil {
+		return nil, fmt.Errorf("invalid Postgres URL: %w", err)
+	}
+
+	table, err := replication.ParseTable(cfg.Table)
+	if err != nil {
+		return nil, err
+	}
+
+	decoder := decode.New(decode.Config{
+		Schema:        table.Schema,
+		Table:         table.Name,
+		Columns:       cfg.Columns,
+		MessagePrefix: cfg.MessagePrefix,
+	})
+
+	return &Relay{
+		cfg:       cfg,
+		table:     table,
+		log:       log.With().Str("slot", cfg.Slot).Logger(),
+		decoder:   decoder,
+		streaming: make(chan struct{}),
+	}, nil
+}
+
+// Streaming returns a channel that is closed once the relay has started
+// streaming from its slot: every transaction committed after that is
+// relayed.
+func (r *Relay) Streaming() <-chan struct{} {
+	return r.streaming
+}
+
+// Run relays until ctx is canceled or a permanent error occurs. On cancel it
+// stops reading, waits up to ShutdownTimeout for outstanding confirms,
+// reports the final flush position and returns nil. Failures of Postgres,
+// the broker or the network start a new session after an exponential
+// backoff with jitter; errors that a retry cannot fix are returned.
+func (r *Relay) Run(ctx context.Context) error {
+	if err := r.setup(ctx); err != nil {
+		return err
+	}
+
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval = r.cfg.RetryInitial
+	retry.MaxInterval = r.cfg.RetryMax
+	retry.MaxElapsedTime = 0
+	retry.Reset()
+
+	attempt := 0
+	for {
+		started := time.Now()
+		err := r.session(ctx, attempt > 0)
+		if ctx.Err() != nil {
+			r.log.Info().Str("lsn", r.resume.Flushed.LSN.String()).Msg("relay stopped")
+			return nil
+		}
+		if isPermanent(err) {
+			return err
+		}
+
+		if time.Since(started) > healthySession {
+			retry.Reset()
+			attempt = 0
+		}
+		attempt++
+		delay := retry.NextBackOff()
+		r.log.Warn().Err(err).Int("attempt", attempt).Dur("delay", delay).
+			Str("lsn", r.resume.Flushed.LSN.String()).Msg("relay session failed; retrying")
+
+		select {
+		case <-ctx.Done():
+			r.log.Info().Str("lsn", r.resume.Flushed.LSN.String()).Msg("relay stopped")
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+// setup checks the server and creates what the relay needs: its checkpoint
+// table, the publication and the slot. Connection failures are retried with
+// backoff, so the relay can start before Postgres does.
+func (r *Relay) setup(ctx context.Context) error {
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval = r.cfg.RetryInitial
+	retry.MaxInterval = r.cfg.RetryMax
+	retry.MaxElapsedTime = 0
+
+	attempt := 0
+	op := func() error {
+		attempt++
+		err := r.setupOnce(ctx)
+		if err == nil || isPermanent(err) || !isNetworkError(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}
+	notify := func(err error, delay time.Duration) {
+		r.log.Warn().Err(err).Int("attempt", attempt).Dur("delay", delay).Msg("cannot reach Postgres; retrying")
+	}
+
+	err := backoff.RetryNotify(op, backoff.WithContext(retry, ctx), notify)
+	var perm *backoff.PermanentError
+	if errors.As(err, &perm) {
+		err = perm.Err
+	}
+	if err != nil && ctx.Err() == nil {
+		return permanent(err)
+	}
+
+	return ctx.Err()
+}
+
+func (r *Relay) setupOnce(ctx context.Context) error {
+	db, err := pgx.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("connect to Postgres: %w", err)
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+
+	info, err := replication.CheckServer(ctx, db)
+	if err != nil {
+		return permanent(err)
+	}
+
+	if _, err := migrations.Up(ctx, r.cfg.PostgresURL, r.log, migrations.SetWalrelay); err != nil {
+		return permanent(fmt.Errorf("create walrelay's checkpoint table: %w", err))
+	}
+
+	pub, err := replication.EnsurePublication(ctx, db, r.cfg.Publication, r.table, !r.cfg.NoCreate)
+	if err != nil {
+		return permanent(err)
+	}
+	if pub.Created {
+		r.log.Info().Str("publication", r.cfg.Publication).Str("table", r.table.String()).Msg("created publication")
+	}
+
+	if err := r.ensureSlot(ctx, db, info); err != nil {
+		return err
+	}
+
+	r.log.Info().Str("server_version", info.Version).Str("database", info.Database).
+		Str("publication", r.cfg.Publication).Str("table", r.table.String()).
+		Str("exchange", r.cfg.Exchange).Int("max_in_flight", r.cfg.MaxInFlight).
+		Msg("server checked")
+
+	return nil
+}
+
+// ensureSlot creates the slot when it is missing and checks it otherwise.
+func (r *Relay) ensureSlot(ctx context.Context, db *pgx.Conn, info replication.ServerInfo) error {
+	slot, err := replication.LookupSlot(ctx, db, r.cfg.Slot)
+	if err == nil {
+		return permanent(slot.Validate(info.Database))
+	}
+	if !errors.Is(err, replication.ErrSlotNotFound) {
+		return err
+	}
+
+	if r.cfg.NoCreate {
+		return permanent(fmt.Errorf("replication slot %q does not exist and creating it is disabled: run walrelay setup", r.cfg.Slot))
+	}
+
+	stream, err := replication.Dial(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer stream.Close(context.WithoutCancel(ctx))
+
+	created, err := stream.CreateSlot(ctx, r.cfg.Slot, false, false)
+	if errors.Is(err, replication.ErrSlotExists) {
+		// Another walrelay created it between the lookup and here.
+		return nil
+	}
+	if err != nil {
+		return permanent(err)
+	}
+
+	r.log.Info().Str("lsn", created.ConsistentPoint.String()).Msg("created replication slot")
+
+	return nil
+}

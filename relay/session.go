@@ -1,0 +1,229 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/walrelay/walrelay/checkpoint"
+	"github.com/walrelay/walrelay/outbox"
+	"github.com/walrelay/walrelay/replication"
+	"github.com/walrelay/walrelay/sink"
+)
+
+// queued is a decoded message waiting for the publish loop.
+type queued struct {
+	seq uint64
+	msg outbox.Message
+}
+
+// session is one connected run of the relay. Its fields are shared by the
+// loops only where noted.
+type session struct {
+	r      *Relay
+	stream *replication.Stream // stream loop only
+	pub    *sink.Publisher
+	db     *pgx.Conn // checkpoint loop only, once the loops run
+	store  *checkpoint.Store
+	ledger *checkpoint.Ledger
+
+	system pglogrepl.IdentifySystemResult
+	start  pglogrepl.LSN
+
+	queue chan queued   // stream loop -> publish loop; capacity MaxInFlight
+	wake  chan struct{} // confirm loop -> stream loop: space freed or flush advanced
+}
+
+// session connects, streams and relays until ctx is canceled (a clean stop,
+// which returns nil) or something fails.
+func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
+	s := &session{
+		r:     r,
+		queue: make(chan queued, r.cfg.MaxInFlight),
+		wake:  make(chan struct{}, 1),
+	}
+	defer s.close(context.WithoutCancel(ctx))
+
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+
+	r.streamingOnce.Do(func() { close(r.streaming) })
+
+	if recovering {
+		r.log.Info().Str("lsn", s.start.String()).Msg("relay session recovered")
+	} else {
+		r.log.Info().Str("lsn", s.start.String()).Str("system_id", s.system.SystemID).
+			Int32("timeline", s.system.Timeline).Msg("relay started")
+	}
+
+	// The loops get their own context: a canceled ctx means "drain and
+	// stop", which only the stream loop acts on; loopCtx ends them all.
+	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	g, gctx := errgroup.WithContext(loopCtx)
+
+	g.Go(func() error {
+		defer stopLoops()
+		return s.streamLoop(ctx, gctx)
+	})
+	g.Go(func() error { return s.publishLoop(gctx) })
+	g.Go(func() error { return s.confirmLoop(gctx) })
+	g.Go(func() error { return s.checkpointLoop(gctx) })
+
+	err = g.Wait()
+	r.resume = s.ledger.Resume()
+
+	// The loops are done, so this goroutine owns the stream now. Reporting
+	// what is confirmed spares the next start some duplicates; after a
+	// connection failure it fails, which is harmless.
+	if statusErr := s.stream.SendStatus(r.resume.Flushed.LSN, false); statusErr != nil {
+		r.log.Debug().Err(statusErr).Msg("cannot send the final standby status")
+	}
+
+	if saveErr := s.saveCheckpoint(context.WithoutCancel(ctx)); saveErr != nil {
+		r.log.Warn().Err(saveErr).Msg("cannot store the final checkpoint")
+	}
+
+	return err
+}
+
+// connect opens the three connections and starts replication from the
+// later of the slot's confirmed position and what this process knows is
+// confirmed.
+func (s *session) connect(ctx context.Context) error {
+	cfg := s.r.cfg
+
+	db, err := pgx.Connect(ctx, cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("connect to Postgres: %w", err)
+	}
+	s.db = db
+	s.store = checkpoint.NewStore(db)
+
+	slot, err := replication.LookupSlot(ctx, db, cfg.Slot)
+	if err != nil {
+		if errors.Is(err, replication.ErrSlotNotFound) {
+			return permanent(fmt.Errorf("replication slot %q disappeared while walrelay was running: "+
+				"rows committed since %s may not be relayed; restart walrelay to create it again", cfg.Slot, s.r.resume.Flushed.LSN))
+		}
+		return err
+	}
+	if err := slot.Validate(db.Config().Database); err != nil {
+		return permanent(err)
+	}
+
+	s.stream, err = replication.Dial(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	s.system, err = s.stream.IdentifySystem(ctx)
+	if err != nil {
+		return err
+	}
+
+	s.pub, err = sink.Dial(ctx, sink.Config{
+		URL:             cfg.AMQPURL,
+		Exchange:        cfg.Exchange,
+		DeclareExchange: !cfg.NoDeclareExchange,
+		DelayedExchange: cfg.DelayedExchange,
+		ConfirmBuffer:   cfg.MaxInFlight,
+	}, s.r.log)
+	if err != nil {
+		return err
+	}
+
+	s.start = max(slot.ConfirmedFlush, s.r.resume.Flushed.LSN)
+	if err := s.stream.Start(ctx, cfg.Slot, []string{cfg.Publication}, s.start); err != nil {
+		return err
+	}
+
+	s.ledger = checkpoint.NewLedger(checkpoint.Position{LSN: s.start, CommitTime: s.r.resume.Flushed.CommitTime})
+	s.r.decoder.Reset()
+
+	return nil
+}
+
+func (s *session) close(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+
+	if s.pub != nil {
+		if err := s.pub.Close(); err != nil {
+			s.r.log.Debug().Err(err).Msg("close broker connection")
+		}
+	}
+	if s.stream != nil {
+		if err := s.stream.Close(ctx); err != nil {
+			s.r.log.Debug().Err(err).Msg("close replication connection")
+		}
+	}
+	if s.db != nil {
+		if err := s.db.Close(ctx); err != nil {
+			s.r.log.Debug().Err(err).Msg("close Postgres connection")
+		}
+	}
+}
+
+// signal wakes the stream loop without blocking.
+func (s *session) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// saveCheckpoint stores the ledger's flushed position.
+func (s *session) saveCheckpoint(ctx context.Context) error {
+	if s.ledger == nil || s.store == nil || s.db.IsClosed() {
+		return nil
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+
+	flushed := s.ledger.Flushed()
+
+	return s.store.Save(ctx, checkpoint.Checkpoint{
+		Slot:             s.r.cfg.Slot,
+		SystemIdentifier: s.system.SystemID,
+		Timeline:         s.system.Timeline,
+		Flushed:          flushed.LSN,
+		LastCommitTime:   flushed.CommitTime,
+	})
+}
+
+// checkpointLoop stores the flushed position once per status interval when
+// it has moved. A failed write is retried at the next interval: the slot,
+// not this table, is what replication resumes from.
+func (s *session) checkpointLoop(ctx context.Context) error {
+	ticker := time.NewTicker(s.r.cfg.StatusInterval)
+	defer ticker.Stop()
+
+	var saved pglogrepl.LSN
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+
+		flushed := s.ledger.Flushed().LSN
+		if flushed == saved {
+			continue
+		}
+		if err := s.saveCheckpoint(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.r.log.Warn().Err(err).Msg("cannot store checkpoint; retrying at the next status interval")
+			continue
+		}
+		saved = flushed
+	}
+}
