@@ -153,6 +153,17 @@ type RowError struct {
 	RowID  string // the row's id; empty when the id itself is missing or unreadable
 	Column string // the offending column, a field of a logical decoding message, or "content" when the message is not a JSON object
 	Err    error
+
+	// Raw is the input as JSON, for a dead-letter message: an object of
+	// column names to text values (null for NULL) for a row, or a JSON string
+	// of a logical decoding message's content.
+	Raw []byte
+
+	// LSN is the WAL position of the row or message. Standalone is true for
+	// a non-transactional logical decoding message, which arrives outside
+	// Begin and Commit.
+	LSN        pglogrepl.LSN
+	Standalone bool
 }
 
 // Error names the row id and the column, for example

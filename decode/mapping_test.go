@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"encoding/json"
 	"errors"
 	"regexp"
 	"strings"
@@ -330,5 +331,36 @@ func TestParseTimestampBCMessage(t *testing.T) {
 
 	if err == nil || !strings.Contains(err.Error(), "Common Era") {
 		t.Errorf("error = %v, want one about dates before the Common Era", err)
+	}
+}
+
+func TestRowErrorCarriesRawRow(t *testing.T) {
+	d := newTestDecoder(t)
+
+	_, err := d.Decode(0x42, insertFrame(outboxOID, eventForgeRow(text(testID), text(`nope`), null, null)...))
+
+	var rowErr *RowError
+	if !errors.As(err, &rowErr) {
+		t.Fatalf("error = %v, want a *RowError", err)
+	}
+	if rowErr.LSN != 0x42 {
+		t.Errorf("LSN = %s, want 0/42", rowErr.LSN)
+	}
+	if rowErr.Standalone {
+		t.Error("Standalone = true for a table row")
+	}
+
+	var raw map[string]*string
+	if err := json.Unmarshal(rowErr.Raw, &raw); err != nil {
+		t.Fatalf("Raw is not a JSON object: %v: %s", err, rowErr.Raw)
+	}
+	if got := raw["payload"]; got == nil || *got != "nope" {
+		t.Errorf("raw payload = %v, want nope", got)
+	}
+	if got := raw["id"]; got == nil || *got != testID {
+		t.Errorf("raw id = %v, want %s", got, testID)
+	}
+	if got, ok := raw["metadata"]; !ok || got != nil {
+		t.Errorf("raw metadata = %v (present %v), want null", got, ok)
 	}
 }

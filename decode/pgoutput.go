@@ -3,6 +3,8 @@ package decode
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -310,6 +312,11 @@ func (d *Decoder) decodeInsert(r *reader, walStart pglogrepl.LSN) (Event, error)
 
 	msg, err := d.mapRow(rel, r.buf, values)
 	if err != nil {
+		var rowErr *RowError
+		if errors.As(err, &rowErr) {
+			rowErr.Raw = rawRow(rel, r.buf, values)
+			rowErr.LSN = walStart
+		}
 		return Event{}, err
 	}
 
@@ -341,6 +348,12 @@ func (d *Decoder) decodeMessage(r *reader) (Event, error) {
 
 	msg, err := mapMessage(content, lsn)
 	if err != nil {
+		var rowErr *RowError
+		if errors.As(err, &rowErr) {
+			rowErr.Raw, _ = json.Marshal(string(content))
+			rowErr.LSN = lsn
+			rowErr.Standalone = !transactional
+		}
 		return Event{}, err
 	}
 	if transactional {
@@ -348,4 +361,29 @@ func (d *Decoder) decodeMessage(r *reader) (Event, error) {
 	}
 
 	return Event{Kind: KindMessage, Message: msg, LSN: lsn, Transactional: transactional}, nil
+}
+
+// rawRow returns the row as a JSON object of column names to text values,
+// with null for NULL and for a value the server did not send.
+func rawRow(rel *relation, frame []byte, values []tupleValue) []byte {
+	row := make(map[string]*string, len(values))
+	for i, v := range values {
+		if i >= len(rel.columns) {
+			break
+		}
+		if v.kind == 't' || v.kind == 'b' {
+			text := string(frame[v.start:v.end])
+			row[rel.columns[i].name] = &text
+		} else {
+			row[rel.columns[i].name] = nil
+		}
+	}
+
+	raw, err := json.Marshal(row)
+	if err != nil {
+		// Every value is a string, so only invalid UTF-8 gets here, and
+		// json.Marshal replaces that instead of failing.
+		return nil
+	}
+	return raw
 }

@@ -40,6 +40,40 @@ type Config struct {
 	// AMQPURL is the RabbitMQ URL. Default amqp://guest:guest@localhost:5672/.
 	AMQPURL string
 
+	// AMQPURLs are further broker URLs, such as the other nodes of a
+	// cluster. After a failed session the relay connects to the next URL in
+	// turn.
+	AMQPURLs []string
+
+	// AMQPCACert, AMQPClientCert and AMQPClientKey are PEM files for
+	// amqps:// URLs: the CA that signs the broker's certificate (default:
+	// the system roots), and the client certificate and key when the broker
+	// requires one.
+	AMQPCACert     string
+	AMQPClientCert string
+	AMQPClientKey  string
+
+	// OnUnroutable is what happens to a message the broker returns as
+	// unroutable: PolicyRetry (default) holds the position and retries with
+	// backoff; PolicyDeadLetter publishes it to DeadLetterExchange.
+	OnUnroutable string
+
+	// OnInvalid is what happens to a row that cannot become a message:
+	// PolicyHalt (default) stops the relay with the position held before
+	// it; PolicyDeadLetter publishes the raw row and the error to
+	// DeadLetterExchange and goes on.
+	OnInvalid string
+
+	// DeadLetterExchange receives dead-lettered messages; required when a
+	// policy is PolicyDeadLetter. It is declared (topic, durable) unless
+	// NoDeclareExchange is set.
+	DeadLetterExchange string
+
+	// ConfirmTimeout is how long published messages may wait for a broker
+	// confirm, while the broker does not block publishing, before the
+	// connection counts as hung. Default 30 s.
+	ConfirmTimeout time.Duration
+
 	// Exchange is the default exchange (topic, durable). Default events.
 	Exchange string
 
@@ -68,11 +102,21 @@ type Config struct {
 	// Default 30 s.
 	ShutdownTimeout time.Duration
 
+	// Observer receives events for metrics and health. Default: none.
+	Observer Observer
+
 	// RetryInitial and RetryMax bound the backoff between sessions. Defaults
 	// 500 ms and 30 s.
 	RetryInitial time.Duration
 	RetryMax     time.Duration
 }
+
+// Policies for OnUnroutable and OnInvalid.
+const (
+	PolicyRetry      = "retry"
+	PolicyHalt       = "halt"
+	PolicyDeadLetter = "dead-letter"
+)
 
 // Defaults.
 const (
@@ -120,6 +164,18 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.OnUnroutable == "" {
+		c.OnUnroutable = PolicyRetry
+	}
+	if c.OnInvalid == "" {
+		c.OnInvalid = PolicyHalt
+	}
+	if c.ConfirmTimeout == 0 {
+		c.ConfirmTimeout = 30 * time.Second
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	if c.RetryInitial == 0 {
 		c.RetryInitial = 500 * time.Millisecond
 	}
@@ -141,6 +197,21 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReceiveTimeout <= c.StatusInterval {
 		return c, fmt.Errorf("invalid receive timeout %s: it must be longer than the status interval %s", c.ReceiveTimeout, c.StatusInterval)
+	}
+	if c.OnUnroutable != PolicyRetry && c.OnUnroutable != PolicyDeadLetter {
+		return c, fmt.Errorf("invalid on-unroutable policy %q: use %s or %s", c.OnUnroutable, PolicyRetry, PolicyDeadLetter)
+	}
+	if c.OnInvalid != PolicyHalt && c.OnInvalid != PolicyDeadLetter {
+		return c, fmt.Errorf("invalid on-invalid policy %q: use %s or %s", c.OnInvalid, PolicyHalt, PolicyDeadLetter)
+	}
+	if (c.OnUnroutable == PolicyDeadLetter || c.OnInvalid == PolicyDeadLetter) && c.DeadLetterExchange == "" {
+		return c, fmt.Errorf("the dead-letter policy needs a dead-letter exchange: set --dead-letter-exchange")
+	}
+	if (c.AMQPClientCert == "") != (c.AMQPClientKey == "") {
+		return c, fmt.Errorf("a client certificate needs its key and the other way round: set both --amqp-cert and --amqp-key")
+	}
+	if c.ConfirmTimeout < 0 {
+		return c, fmt.Errorf("invalid confirm timeout %s: use a positive duration", c.ConfirmTimeout)
 	}
 	if c.ShutdownTimeout < 0 {
 		return c, fmt.Errorf("invalid shutdown timeout %s: use a positive duration", c.ShutdownTimeout)

@@ -14,9 +14,11 @@ import (
 // publishLoop encodes queued messages and publishes them in order. It is
 // the only caller of Publish, so that publishes keep the queue's order and
 // a broker that applies flow control blocks this loop, never the stream.
+// Dead letters from the confirm loop go first.
 func (s *session) publishLoop(ctx context.Context) error {
 	enc := outbox.EncodeConfig{Exchange: s.r.cfg.Exchange, DelayedExchange: s.r.cfg.DelayedExchange}
 	delayWarn := s.r.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute})
+	keepForDeadLetter := s.r.cfg.OnUnroutable == PolicyDeadLetter
 
 	for {
 		var item queued
@@ -24,41 +26,106 @@ func (s *session) publishLoop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case item = <-s.deadLetters:
 		case item, ok = <-s.queue:
 			if !ok {
-				return nil
+				return s.publishDeadLetters(ctx)
 			}
+		}
+
+		if item.deadLetter != nil {
+			if err := s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true); err != nil {
+				return err
+			}
+			continue
 		}
 
 		pub, err := outbox.Encode(&item.msg, enc, time.Now())
 		if err != nil {
-			return permanent(fmt.Errorf("halting: outbox row id %q: %w; fix or remove the row, then restart walrelay", item.msg.ID, err))
+			s.r.cfg.Observer.Invalid()
+			if s.r.cfg.OnInvalid != PolicyDeadLetter {
+				return permanent(fmt.Errorf("halting: outbox row id %q: %w; fix or remove the row, then restart walrelay", item.msg.ID, err))
+			}
+			item.deadLetter = &deadLetter{reason: reasonInvalid, errorText: err.Error(), messageID: item.msg.ID, raw: item.msg.Payload}
+			if err := s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true); err != nil {
+				return err
+			}
+			continue
 		}
 		if pub.Delay > 0 && !pub.Delayed {
 			delayWarn.Warn().Str("message_id", pub.MessageID).Dur("delay", pub.Delay).
 				Msg("message asks for a delay but no delayed-message exchange is configured; published at once")
 		}
 
-		if err := s.pub.Publish(ctx, item.seq, pub); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("publish message %q: %w", pub.MessageID, err)
+		slot := &s.inflight[item.seq%uint64(len(s.inflight))]
+		slot.pub = nil
+		if keepForDeadLetter {
+			slot.pub = &pub
+		}
+		if err := s.publish(ctx, item, pub, false); err != nil {
+			return err
 		}
 	}
 }
 
-// confirmLoop feeds broker confirms into the ledger. A nack or a returned
-// (unroutable) message ends the session with the flush position held
-// before it, so the next session sends it again.
+// publishDeadLetters publishes the dead letters that arrive while the
+// session drains after the queue closed.
+func (s *session) publishDeadLetters(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case item := <-s.deadLetters:
+			if err := s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// publish sends pub as the message with sequence number item.seq.
+func (s *session) publish(ctx context.Context, item queued, pub outbox.Publishing, deadLettered bool) error {
+	slot := &s.inflight[item.seq%uint64(len(s.inflight))]
+	slot.committed = item.commitTime
+	slot.published = time.Now()
+	slot.deadLettered = deadLettered
+
+	if err := s.pub.Publish(ctx, item.seq, pub); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("publish message %q: %w", pub.MessageID, err)
+	}
+
+	s.published.Add(1)
+	s.r.cfg.Observer.Published()
+
+	return nil
+}
+
+// confirmLoop feeds broker confirms into the ledger. A nack, or a returned
+// message under the retry policy, ends the session with the position held
+// before it, so the next session sends it again after a backoff. It also
+// ends a session whose broker has confirmed nothing for ConfirmTimeout.
 func (s *session) confirmLoop(ctx context.Context) error {
 	confirms := s.pub.Confirmations()
+	obs := s.r.cfg.Observer
+
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	lastProgress := time.Now()
+
 	for {
 		var c sink.Confirmation
 		var ok bool
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-ticker.C:
+			if err := s.checkConfirmProgress(&lastProgress); err != nil {
+				return err
+			}
+			continue
 		case c, ok = <-confirms:
 		}
 		if !ok {
@@ -68,15 +135,74 @@ func (s *session) confirmLoop(ctx context.Context) error {
 			return fmt.Errorf("broker connection lost with %d messages unconfirmed: %w", s.ledger.InFlight(), s.pub.Err())
 		}
 
+		s.confirmed.Add(1)
+		lastProgress = time.Now()
+		slot := s.inflight[c.Seq%uint64(len(s.inflight))]
+
 		switch c.Outcome {
 		case sink.Acked:
 			s.ledger.Confirm(c.Seq)
 			s.signal()
+
+			now := time.Now()
+			obs.Confirmed(now.Sub(slot.published), now.Sub(slot.committed))
+			obs.InFlight(s.ledger.InFlight())
+			if slot.deadLettered {
+				obs.DeadLettered()
+			}
+
 		case sink.Nacked:
-			return fmt.Errorf("broker rejected message %q (nack) on exchange %q", c.MessageID, c.Exchange)
+			obs.Nacked()
+			return fmt.Errorf("broker rejected message %q (nack) on exchange %q; retrying from the first unconfirmed message",
+				c.MessageID, c.Exchange)
+
 		case sink.Returned:
-			return fmt.Errorf("message %q is unroutable: exchange %q, routing key %q: %d %s",
-				c.MessageID, c.Exchange, c.RoutingKey, c.ReplyCode, c.ReplyText)
+			obs.Returned()
+			if err := s.handleReturn(c, slot); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// handleReturn applies the unroutable policy to a returned message.
+func (s *session) handleReturn(c sink.Confirmation, slot inflight) error {
+	reason := fmt.Sprintf("exchange %q, routing key %q: %d %s", c.Exchange, c.RoutingKey, c.ReplyCode, c.ReplyText)
+
+	if s.r.cfg.OnUnroutable != PolicyDeadLetter || slot.pub == nil {
+		return fmt.Errorf("message %q is unroutable: %s; bind a queue, or set --on-unroutable=dead-letter", c.MessageID, reason)
+	}
+	if slot.deadLettered {
+		return fmt.Errorf("dead-letter message %q is unroutable: %s; bind a queue to the dead-letter exchange", c.MessageID, reason)
+	}
+
+	s.r.log.Error().Str("message_id", c.MessageID).Str("exchange", c.Exchange).Str("routing_key", c.RoutingKey).
+		Bool("dead_lettered", true).Str("dead_letter_exchange", s.r.cfg.DeadLetterExchange).
+		Msg("unroutable message sent to the dead-letter exchange")
+
+	s.deadLetters <- queued{
+		seq:        c.Seq,
+		commitTime: slot.committed,
+		deadLetter: &deadLetter{reason: reasonUnroutable, errorText: "unroutable: " + reason, original: slot.pub},
+	}
+
+	return nil
+}
+
+// checkConfirmProgress returns an error when published messages have
+// waited ConfirmTimeout for a confirm while the broker does not block
+// publishing.
+func (s *session) checkConfirmProgress(lastProgress *time.Time) error {
+	waiting := s.published.Load() > s.confirmed.Load()
+	if !waiting || s.pub.Blocked() {
+		*lastProgress = time.Now()
+		return nil
+	}
+
+	if time.Since(*lastProgress) > s.r.cfg.ConfirmTimeout {
+		return fmt.Errorf("no confirm from the broker for %s with %d messages published: the connection is considered hung",
+			s.r.cfg.ConfirmTimeout, s.published.Load()-s.confirmed.Load())
+	}
+
+	return nil
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -30,6 +31,10 @@ type Relay struct {
 
 	decoder *decode.Decoder
 
+	brokerTLS  *tls.Config
+	brokerURLs []string
+	brokerNext int // index into brokerURLs of the next session's broker
+
 	// resume carries what the last session confirmed into the next one.
 	resume checkpoint.Resume
 
@@ -54,6 +59,11 @@ func New(cfg Config, log zerolog.Logger) (*Relay, error) {
 		return nil, err
 	}
 
+	tlsCfg, err := brokerTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+
 	decoder := decode.New(decode.Config{
 		Schema:        table.Schema,
 		Table:         table.Name,
@@ -62,11 +72,13 @@ func New(cfg Config, log zerolog.Logger) (*Relay, error) {
 	})
 
 	return &Relay{
-		cfg:       cfg,
-		table:     table,
-		log:       log.With().Str("slot", cfg.Slot).Logger(),
-		decoder:   decoder,
-		streaming: make(chan struct{}),
+		cfg:        cfg,
+		table:      table,
+		log:        log.With().Str("slot", cfg.Slot).Logger(),
+		decoder:    decoder,
+		brokerTLS:  tlsCfg,
+		brokerURLs: append([]string{cfg.AMQPURL}, cfg.AMQPURLs...),
+		streaming:  make(chan struct{}),
 	}, nil
 }
 
@@ -104,6 +116,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		if isPermanent(err) {
 			return err
 		}
+
+		// The next session tries the next broker, such as another node of
+		// a cluster.
+		r.brokerNext = (r.brokerNext + 1) % len(r.brokerURLs)
 
 		if time.Since(started) > healthySession {
 			retry.Reset()

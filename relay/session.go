@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -16,10 +17,25 @@ import (
 	"github.com/walrelay/walrelay/sink"
 )
 
-// queued is a decoded message waiting for the publish loop.
+// queued is a message waiting for the publish loop: a decoded message, or
+// with deadLetter set, one to publish to the dead-letter exchange.
 type queued struct {
-	seq uint64
-	msg outbox.Message
+	seq        uint64
+	msg        outbox.Message
+	commitTime time.Time
+	deadLetter *deadLetter
+}
+
+// inflight is what the session keeps of a message between publish and
+// confirm, one per window slot, indexed by sequence number.
+type inflight struct {
+	committed    time.Time
+	published    time.Time
+	deadLettered bool
+
+	// pub is kept only with the dead-letter policy for unroutable
+	// messages, which publishes it again.
+	pub *outbox.Publishing
 }
 
 // session is one connected run of the relay. Its fields are shared by the
@@ -37,16 +53,32 @@ type session struct {
 
 	queue chan queued   // stream loop -> publish loop; capacity MaxInFlight
 	wake  chan struct{} // confirm loop -> stream loop: space freed or flush advanced
+
+	// inflight is written by the publish loop before Publish and read by
+	// the confirm loop after the confirm, which the sink orders after it.
+	inflight []inflight
+
+	// deadLetters carries returned messages from the confirm loop to the
+	// publish loop, which republishes them to the dead-letter exchange.
+	deadLetters chan queued
+
+	// published and confirmed count this session's publishes and confirms,
+	// for the confirm timeout.
+	published atomic.Uint64
+	confirmed atomic.Uint64
 }
 
 // session connects, streams and relays until ctx is canceled (a clean stop,
 // which returns nil) or something fails.
 func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
 	s := &session{
-		r:     r,
-		queue: make(chan queued, r.cfg.MaxInFlight),
-		wake:  make(chan struct{}, 1),
+		r:           r,
+		queue:       make(chan queued, r.cfg.MaxInFlight),
+		wake:        make(chan struct{}, 1),
+		inflight:    make([]inflight, r.cfg.MaxInFlight),
+		deadLetters: make(chan queued, r.cfg.MaxInFlight),
 	}
+	obs := r.cfg.Observer
 	defer s.close(context.WithoutCancel(ctx))
 
 	if err := s.connect(ctx); err != nil {
@@ -54,8 +86,12 @@ func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
 	}
 
 	r.streamingOnce.Do(func() { close(r.streaming) })
+	obs.Streaming(true)
+	defer obs.Streaming(false)
 
 	if recovering {
+		obs.Reconnected(SidePostgres)
+		obs.Reconnected(SideBroker)
 		r.log.Info().Str("lsn", s.start.String()).Msg("relay session recovered")
 	} else {
 		r.log.Info().Str("lsn", s.start.String()).Str("system_id", s.system.SystemID).
@@ -118,6 +154,15 @@ func (s *session) connect(ctx context.Context) error {
 		return permanent(err)
 	}
 
+	// A publication dropped or changed while the relay runs ends the
+	// stream; say what is wrong instead of retrying for ever.
+	if _, err := replication.EnsurePublication(ctx, db, cfg.Publication, s.r.table, false); err != nil {
+		if isNetworkError(err) {
+			return err
+		}
+		return permanent(err)
+	}
+
 	s.stream, err = replication.Dial(ctx, cfg.PostgresURL)
 	if err != nil {
 		return err
@@ -128,11 +173,13 @@ func (s *session) connect(ctx context.Context) error {
 	}
 
 	s.pub, err = sink.Dial(ctx, sink.Config{
-		URL:             cfg.AMQPURL,
-		Exchange:        cfg.Exchange,
-		DeclareExchange: !cfg.NoDeclareExchange,
-		DelayedExchange: cfg.DelayedExchange,
-		ConfirmBuffer:   cfg.MaxInFlight,
+		URL:                s.r.brokerURLs[s.r.brokerNext],
+		Exchange:           cfg.Exchange,
+		DeclareExchange:    !cfg.NoDeclareExchange,
+		DelayedExchange:    cfg.DelayedExchange,
+		DeadLetterExchange: cfg.DeadLetterExchange,
+		TLS:                s.r.brokerTLS,
+		ConfirmBuffer:      2 * cfg.MaxInFlight,
 	}, s.r.log)
 	if err != nil {
 		return err
@@ -213,6 +260,8 @@ func (s *session) checkpointLoop(ctx context.Context) error {
 		case <-ticker.C:
 		}
 
+		s.reportSlotLag(ctx)
+
 		flushed := s.ledger.Flushed().LSN
 		if flushed == saved {
 			continue
@@ -226,4 +275,15 @@ func (s *session) checkpointLoop(ctx context.Context) error {
 		}
 		saved = flushed
 	}
+}
+
+// reportSlotLag queries the slot's lag for the observer. A failed query is
+// logged at debug level only: the next interval tries again.
+func (s *session) reportSlotLag(ctx context.Context) {
+	slot, err := replication.LookupSlot(ctx, s.db, s.r.cfg.Slot)
+	if err != nil {
+		s.r.log.Debug().Err(err).Msg("cannot query slot lag")
+		return
+	}
+	s.r.cfg.Observer.SlotLag(slot.LagBytes)
 }

@@ -21,7 +21,11 @@ type streamState struct {
 	lastSent     pglogrepl.LSN
 	lastSentAt   time.Time
 	lastReceived time.Time
-	pinged       bool // a status update with reply requested is unanswered
+	pinged       bool      // a status update with reply requested is unanswered
+	nextCheck    time.Time // when the loop next checks status and health
+
+	// commitTime is the commit time of the transaction being read.
+	commitTime time.Time
 
 	// skipLeft counts the leading messages of the current transaction that
 	// an earlier session already had confirmed.
@@ -46,15 +50,19 @@ func (s *session) streamLoop(stopCtx, ctx context.Context) error {
 		}
 
 		now := time.Now()
-		if err := s.maybeSendStatus(st, now, false); err != nil {
-			return err
+		if !now.Before(st.nextCheck) {
+			s.r.cfg.Observer.Alive(now)
+			s.r.cfg.Observer.BrokerBlocked(s.pub.Blocked())
+			if err := s.maybeSendStatus(st, now, false); err != nil {
+				return err
+			}
+			st.nextCheck = now.Add(statusDebounce)
 		}
-		next := now.Add(statusDebounce)
 
 		if s.ledger.InFlight() >= cfg.MaxInFlight {
 			select {
 			case <-s.wake:
-			case <-time.After(time.Until(next)):
+			case <-time.After(time.Until(st.nextCheck)):
 			case <-stopCtx.Done():
 			case <-ctx.Done():
 			}
@@ -64,7 +72,7 @@ func (s *session) streamLoop(stopCtx, ctx context.Context) error {
 			continue
 		}
 
-		msg, err := s.stream.Receive(next)
+		msg, err := s.stream.Receive(st.nextCheck)
 		if err != nil {
 			return err
 		}
@@ -101,6 +109,10 @@ func (s *session) handleWAL(st *streamState, msg replication.Message) error {
 	if err != nil {
 		var rowErr *decode.RowError
 		if errors.As(err, &rowErr) {
+			s.r.cfg.Observer.Invalid()
+			if s.r.cfg.OnInvalid == PolicyDeadLetter {
+				return s.enqueueInvalid(st, rowErr)
+			}
 			return permanent(fmt.Errorf("halting at %s: %w; fix or remove the row, then restart walrelay", msg.WALStart, err))
 		}
 		return permanent(fmt.Errorf("decode pgoutput message at %s: %w", msg.WALStart, err))
@@ -111,6 +123,7 @@ func (s *session) handleWAL(st *streamState, msg replication.Message) error {
 		if err := s.ledger.Begin(ev.CommitLSN, ev.CommitTime); err != nil {
 			return err
 		}
+		st.commitTime = ev.CommitTime
 		st.skipLeft = 0
 		if ev.CommitLSN == s.r.resume.HeadCommitLSN {
 			st.skipLeft = s.r.resume.HeadConfirmed
@@ -128,7 +141,7 @@ func (s *session) handleWAL(st *streamState, msg replication.Message) error {
 		if err != nil {
 			return err
 		}
-		s.queue <- queued{seq: seq, msg: ev.Message}
+		s.queue <- queued{seq: seq, msg: ev.Message, commitTime: st.commitTime}
 
 	case decode.KindCommit:
 		if _, err := s.ledger.Commit(ev.EndLSN); err != nil {
@@ -154,7 +167,7 @@ func (s *session) enqueueStandalone(ev decode.Event) error {
 	if err != nil {
 		return err
 	}
-	s.queue <- queued{seq: seq, msg: ev.Message}
+	s.queue <- queued{seq: seq, msg: ev.Message, commitTime: ev.Message.CreatedAt}
 
 	_, err = s.ledger.Commit(ev.LSN + 1)
 	return err
@@ -184,6 +197,7 @@ func (s *session) maybeSendStatus(st *streamState, now time.Time, force bool) er
 	}
 
 	if flushed != st.lastSent {
+		s.r.cfg.Observer.Flushed(flushed)
 		s.r.log.Debug().Str("lsn", flushed.String()).Msg("flush position reported")
 	}
 	st.lastSent = flushed
@@ -216,4 +230,45 @@ func (s *session) drain(ctx context.Context, st *streamState) error {
 	}
 
 	return s.maybeSendStatus(st, time.Now(), true)
+}
+
+// enqueueInvalid queues a row that cannot become a message for the
+// dead-letter exchange, in its place in the log, so the position passes it
+// only once the broker confirms the dead-letter message.
+func (s *session) enqueueInvalid(st *streamState, rowErr *decode.RowError) error {
+	item := queued{
+		commitTime: st.commitTime,
+		deadLetter: &deadLetter{
+			reason:    reasonInvalid,
+			errorText: rowErr.Error(),
+			messageID: rowErr.RowID,
+			raw:       rowErr.Raw,
+			lsn:       rowErr.LSN.String(),
+		},
+	}
+
+	if rowErr.Standalone {
+		if err := s.ledger.Begin(rowErr.LSN, time.Now().UTC()); err != nil {
+			return err
+		}
+	} else if st.skipLeft > 0 {
+		st.skipLeft--
+		return nil
+	}
+
+	seq, err := s.ledger.Add()
+	if err != nil {
+		return err
+	}
+	item.seq = seq
+	s.queue <- item
+
+	s.r.log.Error().Str("message_id", rowErr.RowID).Str("lsn", rowErr.LSN.String()).Str("column", rowErr.Column).
+		Bool("dead_lettered", true).Str("dead_letter_exchange", s.r.cfg.DeadLetterExchange).Err(rowErr).
+		Msg("invalid outbox row sent to the dead-letter exchange")
+
+	if rowErr.Standalone {
+		_, err = s.ledger.Commit(rowErr.LSN + 1)
+	}
+	return err
 }

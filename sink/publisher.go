@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -48,6 +49,14 @@ type Config struct {
 	// ConnectionName is the client-provided connection name that the
 	// RabbitMQ management UI shows. Default: "walrelay".
 	ConnectionName string
+
+	// DeadLetterExchange is declared as a durable topic exchange like
+	// Exchange when set and DeclareExchange is set.
+	DeadLetterExchange string
+
+	// TLS configures TLS for amqps:// URLs; nil means the system roots and
+	// no client certificate.
+	TLS *tls.Config
 
 	// ConfirmBuffer is the capacity of the confirmation channels, in
 	// messages. Default: 10000. Set it to at least the caller's in-flight
@@ -108,7 +117,11 @@ type Publisher struct {
 	closeOnce sync.Once
 	closeErr  error
 	connOnce  sync.Once
-	wg        sync.WaitGroup
+
+	// socket is the connection's TCP socket, closed directly when the
+	// broker blocks the connection and so would not read a close request.
+	socket net.Conn
+	wg     sync.WaitGroup
 }
 
 // Dial connects to the broker, opens one channel in confirm mode, declares
@@ -122,7 +135,7 @@ func Dial(ctx context.Context, cfg Config, log zerolog.Logger) (*Publisher, erro
 		return nil, err
 	}
 
-	conn, err := dial(ctx, cfg)
+	conn, socket, err := dial(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to RabbitMQ at %s: %w", target, err)
 	}
@@ -140,21 +153,26 @@ func Dial(ctx context.Context, cfg Config, log zerolog.Logger) (*Publisher, erro
 		return nil, fmt.Errorf("set up RabbitMQ publisher at %s: %w", target, err)
 	}
 
+	p.socket = socket
 	log.Info().Str("url", target).Str("exchange", cfg.Exchange).Str("delayed_exchange", cfg.DelayedExchange).
 		Bool("declare_exchange", cfg.DeclareExchange).Msg("connected to RabbitMQ")
 	return p, nil
 }
 
-// dial opens the AMQP connection. A cancelled ctx closes the socket, which
-// ends a handshake in progress.
-func dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
+// dial opens the AMQP connection and returns it with its TCP socket. A
+// cancelled ctx closes the socket, which ends a handshake in progress.
+func dial(ctx context.Context, cfg Config) (*amqp.Connection, net.Conn, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(cfg.ConnectionName)
 
-	var stopCancel func() bool
+	var (
+		stopCancel func() bool
+		socket     net.Conn
+	)
 	amqpCfg := amqp.Config{
-		Heartbeat:  cfg.Heartbeat,
-		Properties: props,
+		Heartbeat:       cfg.Heartbeat,
+		Properties:      props,
+		TLSClientConfig: cfg.TLS,
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Timeout: cfg.DialTimeout}
 			c, err := d.DialContext(ctx, network, addr)
@@ -168,6 +186,7 @@ func dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 				return nil, err
 			}
 			stopCancel = context.AfterFunc(ctx, func() { _ = c.Close() })
+			socket = c
 			return c, nil
 		},
 	}
@@ -177,9 +196,9 @@ func dial(ctx context.Context, cfg Config) (*amqp.Connection, error) {
 		if conn != nil {
 			_ = conn.Close()
 		}
-		return nil, context.Cause(ctx)
+		return nil, nil, context.Cause(ctx)
 	}
-	return conn, err
+	return conn, socket, err
 }
 
 func setup(conn *amqp.Connection, cfg Config, log zerolog.Logger) (*Publisher, error) {
@@ -191,6 +210,11 @@ func setup(conn *amqp.Connection, cfg Config, log zerolog.Logger) (*Publisher, e
 	if cfg.DeclareExchange {
 		if err := ch.ExchangeDeclare(cfg.Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 			return nil, declareError(cfg.Exchange, "a durable topic exchange", err)
+		}
+		if cfg.DeadLetterExchange != "" {
+			if err := ch.ExchangeDeclare(cfg.DeadLetterExchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+				return nil, declareError(cfg.DeadLetterExchange, "a durable topic exchange", err)
+			}
 		}
 		if cfg.DelayedExchange != "" {
 			args := amqp.Table{"x-delayed-type": amqp.ExchangeTopic}
@@ -346,8 +370,12 @@ func (p *Publisher) Blocked() bool { return p.gate.wait() != nil }
 // return the first call's result. The close handshake is bounded by DialTimeout.
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
+		blocked := p.Blocked()
 		p.fail(errClosedByCaller)
 		close(p.closing)
+		if blocked && p.socket != nil {
+			_ = p.socket.Close()
+		}
 		if err := p.closeConnection(); err != nil {
 			p.closeErr = fmt.Errorf("close RabbitMQ connection: %w", err)
 		}

@@ -1,0 +1,164 @@
+package relay
+
+import (
+	"testing"
+	"time"
+
+	"github.com/walrelay/walrelay/internal/testenv"
+)
+
+// faultRows is the number of rows each connection fault test writes.
+const faultRows = 3000
+
+func TestFaultWalsenderTerminated(t *testing.T) {
+	f := newFixture(t)
+	obs := &countingObserver{}
+	cfg := f.config()
+	cfg.Observer = obs
+	start(t, cfg)
+	consumer := testenv.Consume(t, f.queue)
+
+	w := startWriter(t, f.pgURL, faultRows, 10, 2*time.Millisecond)
+	w.waitWritten(t, faultRows/3)
+
+	pid := slotHolder(t, f.pgURL, cfg.Slot)
+	testenv.Exec(t, f.pgURL, `SELECT pg_terminate_backend($1)`, pid)
+	w.wait(t)
+
+	deliveries := collectRange(t, consumer, 0, faultRows, time.Minute)
+	dups := checkDelivery(t, deliveries, 0, faultRows)
+	t.Logf("%d duplicates after one walsender termination", dups)
+
+	if dups > cfg.MaxInFlight+10 {
+		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, cfg.MaxInFlight)
+	}
+	if obs.reconnects.Load() < 1 {
+		t.Error("no reconnect counted after the walsender was terminated")
+	}
+	eventually(t, 30*time.Second, func() error {
+		if holder := slotHolder(t, f.pgURL, cfg.Slot); holder == 0 || holder == pid {
+			return notYet("slot held by %d", holder)
+		}
+		return nil
+	})
+}
+
+func TestFaultPostgresConnectionCut(t *testing.T) {
+	f := newFixture(t)
+	proxy := testenv.NewProxy(t, "127.0.0.1:5432")
+	obs := &countingObserver{}
+	cfg := f.config()
+	cfg.PostgresURL = testenv.ThroughProxy(f.pgURL, "127.0.0.1:5432", proxy.Addr)
+	cfg.Observer = obs
+	start(t, cfg)
+	consumer := testenv.Consume(t, f.queue)
+
+	w := startWriter(t, f.pgURL, faultRows, 10, 2*time.Millisecond)
+	w.waitWritten(t, faultRows/3)
+
+	proxy.Cut()
+	time.Sleep(time.Second)
+	proxy.Restore()
+	w.wait(t)
+
+	deliveries := collectRange(t, consumer, 0, faultRows, time.Minute)
+	dups := checkDelivery(t, deliveries, 0, faultRows)
+	t.Logf("%d duplicates after a cut Postgres connection", dups)
+
+	if dups > cfg.MaxInFlight+10 {
+		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, cfg.MaxInFlight)
+	}
+	if obs.reconnects.Load() < 1 {
+		t.Error("no reconnect counted after the cut")
+	}
+}
+
+func TestFaultBrokerConnectionCut(t *testing.T) {
+	f := newFixture(t)
+	proxy := testenv.NewProxy(t, "127.0.0.1:5672")
+	obs := &countingObserver{}
+	cfg := f.config()
+	cfg.AMQPURL = testenv.ThroughProxy(testenv.AMQPURL(), "127.0.0.1:5672", proxy.Addr)
+	cfg.Observer = obs
+	start(t, cfg)
+	consumer := testenv.Consume(t, f.queue)
+
+	w := startWriter(t, f.pgURL, faultRows, 10, 2*time.Millisecond)
+	w.waitWritten(t, faultRows/3)
+
+	proxy.Cut()
+	time.Sleep(time.Second)
+	proxy.Restore()
+	w.wait(t)
+
+	deliveries := collectRange(t, consumer, 0, faultRows, time.Minute)
+	dups := checkDelivery(t, deliveries, 0, faultRows)
+	t.Logf("%d duplicates after a cut broker connection", dups)
+
+	if dups > cfg.MaxInFlight+10 {
+		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, cfg.MaxInFlight)
+	}
+	if obs.reconnects.Load() < 1 {
+		t.Error("no reconnect counted after the cut")
+	}
+}
+
+func TestFaultReplicationStalled(t *testing.T) {
+	f := newFixture(t)
+	proxy := testenv.NewProxy(t, "127.0.0.1:5432")
+	obs := &countingObserver{}
+	cfg := f.config()
+	cfg.PostgresURL = testenv.ThroughProxy(f.pgURL, "127.0.0.1:5432", proxy.Addr)
+	cfg.StatusInterval = 500 * time.Millisecond
+	cfg.ReceiveTimeout = 2 * time.Second
+	cfg.Observer = obs
+	start(t, cfg)
+	consumer := testenv.Consume(t, f.queue)
+
+	insertRows(t, f.pgURL, 0, 100)
+	consumer.Collect(t, 100, 30*time.Second)
+
+	// A dead network path: nothing flows and nothing closes.
+	proxy.Stall()
+	insertRows(t, f.pgURL, 100, 100)
+	eventually(t, 30*time.Second, func() error {
+		if obs.ended.Load() == 0 {
+			return notYet("relay still waits on the stalled connection")
+		}
+		return nil
+	})
+	proxy.Unstall()
+
+	// Rows 0-99 were confirmed before the stall: none may come again.
+	deliveries := collectRange(t, consumer, 100, 200, time.Minute)
+	checkDelivery(t, deliveries, 100, 200)
+}
+
+func TestFaultBrokerStalled(t *testing.T) {
+	f := newFixture(t)
+	proxy := testenv.NewProxy(t, "127.0.0.1:5672")
+	obs := &countingObserver{}
+	cfg := f.config()
+	cfg.AMQPURL = testenv.ThroughProxy(testenv.AMQPURL(), "127.0.0.1:5672", proxy.Addr)
+	cfg.ConfirmTimeout = 2 * time.Second
+	cfg.Observer = obs
+	start(t, cfg)
+	consumer := testenv.Consume(t, f.queue)
+
+	insertRows(t, f.pgURL, 0, 50)
+	consumer.Collect(t, 50, 30*time.Second)
+
+	proxy.Stall()
+	insertRows(t, f.pgURL, 50, 50)
+	eventually(t, 30*time.Second, func() error {
+		if obs.ended.Load() == 0 {
+			return notYet("relay still waits on the stalled broker")
+		}
+		return nil
+	})
+	proxy.Unstall()
+
+	deliveries := collectRange(t, consumer, 50, 100, time.Minute)
+	dups := checkDelivery(t, deliveries, 50, 100)
+	t.Logf("%d duplicates after a stalled broker connection", dups)
+}
