@@ -22,11 +22,14 @@ type countingObserver struct {
 	dead       atomic.Int64
 	invalid    atomic.Int64
 	blocked    atomic.Bool
+	started    atomic.Int64 // sessions that started streaming
 	ended      atomic.Int64 // sessions that stopped streaming
 }
 
 func (o *countingObserver) Streaming(on bool) {
-	if !on {
+	if on {
+		o.started.Add(1)
+	} else {
 		o.ended.Add(1)
 	}
 }

@@ -223,3 +223,21 @@ var errNotYet = errors.New("not yet")
 func notYet(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errNotYet}, args...)...)
 }
+
+// testLogger returns a logger that writes to the test log with -v.
+func testLogger(t *testing.T) zerolog.Logger {
+	if testing.Verbose() {
+		return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	}
+	return zerolog.New(io.Discard)
+}
+
+// pgConnect opens a connection; the caller closes it.
+func pgConnect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}

@@ -58,17 +58,35 @@ func TestRunMissingTable(t *testing.T) {
 }
 
 func TestRunWrongWalLevel(t *testing.T) {
-	url := startReplicaCluster(t)
+	url := startPrivateCluster(t, "replica", "")
 
 	res := runWalrelay(t, 60*time.Second, nil, "run", "--pg-url", url)
 	checkOneErrorLine(t, res, `wal_level is "replica"`, "ALTER SYSTEM SET wal_level = logical")
 }
 
-// startReplicaCluster starts a private PostgreSQL cluster with
-// wal_level=replica on a free loopback port, so the test leaves the shared
-// server alone, and stops it in cleanup. It needs root (to run the server as
-// the postgres user) and the Debian server binaries.
-func startReplicaCluster(t *testing.T) string {
+func TestRunWrongPassword(t *testing.T) {
+	url := startPrivateCluster(t, "logical", "the-right-password")
+	url = strings.Replace(url, "postgres@", "postgres:a-wrong-password@", 1)
+
+	started := time.Now()
+	res := runWalrelay(t, 60*time.Second, nil, "run", "--pg-url", url)
+	checkOneErrorLine(t, res, "password authentication failed")
+
+	if strings.Contains(res.stderr, "a-wrong-password") {
+		t.Errorf("stderr contains the password:\n%s", res.stderr)
+	}
+	if took := time.Since(started); took > 10*time.Second {
+		t.Errorf("exit took %s: a wrong password must not be retried", took)
+	}
+}
+
+// startPrivateCluster starts a private PostgreSQL cluster with the given
+// wal_level on a free loopback port, so the test leaves the shared server
+// alone, and stops it in cleanup. With a password, the postgres role gets it
+// and connections over TCP must authenticate with scram-sha-256. It needs
+// root (to run the server as the postgres user) and the Debian server
+// binaries.
+func startPrivateCluster(t *testing.T, walLevel, password string) string {
 	t.Helper()
 
 	bin := serverBinDir(t)
@@ -94,10 +112,18 @@ func startReplicaCluster(t *testing.T) string {
 		}
 	}
 
-	asPostgres("initdb", "-D", data, "-A", "trust", "-U", "postgres")
+	if password == "" {
+		asPostgres("initdb", "-D", data, "-A", "trust", "-U", "postgres")
+	} else {
+		pwfile := filepath.Join(dir, "pwfile")
+		if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		asPostgres("initdb", "-D", data, "--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres", "--pwfile", pwfile)
+	}
 
 	port := freePort(t)
-	options := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c wal_level=replica", port, dir)
+	options := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c wal_level=%s", port, dir, walLevel)
 	asPostgres("pg_ctl", "-D", data, "-o", options, "-w", "-l", filepath.Join(dir, "log"), "start")
 	t.Cleanup(func() {
 		cmd := exec.Command("runuser", "-u", "postgres", "--", filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
