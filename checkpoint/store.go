@@ -19,6 +19,31 @@ type Checkpoint struct {
 	Flushed          pglogrepl.LSN
 	LastCommitTime   time.Time // zero when no transaction was relayed yet
 	UpdatedAt        time.Time
+
+	// SlotTotalTxns is pg_stat_replication_slots.total_txns when the
+	// checkpoint was saved; a slot dropped and recreated starts again at 0.
+	SlotTotalTxns int64
+
+	// SlotCreatedAt and SlotCreatedLSN are set when walrelay created the
+	// slot: the server's time and the slot's consistent point.
+	SlotCreatedAt  time.Time
+	SlotCreatedLSN pglogrepl.LSN
+
+	// Backfill is the backfill still owed, or nil.
+	Backfill *Backfill
+}
+
+// Backfill is an unfinished backfill: the rows of the outbox table that the
+// slot's stream does not contain and that walrelay still has to publish.
+type Backfill struct {
+	Mode  string    // pending (status pending or failed) or all
+	Since time.Time // rows created at or after; zero means no lower bound
+	Until time.Time // rows created at or before; zero means no upper bound
+
+	// AfterTime and AfterID are the (created_at, id) of the last row whose
+	// publish the broker confirmed; zero and empty before the first.
+	AfterTime time.Time
+	AfterID   string
 }
 
 // Querier is the part of a pgx connection or pool that Store uses.
@@ -41,14 +66,20 @@ func NewStore(db Querier) *Store {
 // Load returns the checkpoint of slot; found is false when none is stored.
 func (s *Store) Load(ctx context.Context, slot string) (cp Checkpoint, found bool, err error) {
 	var (
-		flushed    string
-		commitTime *time.Time
+		flushed                   string
+		createdLSN, mode, afterID *string
+		commitTime, createdAt     *time.Time
+		since, until, afterTime   *time.Time
+		totalTxns                 *int64
 	)
 
 	err = s.db.QueryRow(ctx, `
-		SELECT slot_name, system_identifier, timeline, flushed_lsn::text, last_commit_time, updated_at
+		SELECT slot_name, system_identifier, timeline, flushed_lsn::text, last_commit_time, updated_at,
+		       slot_total_txns, slot_created_at, slot_created_lsn::text,
+		       backfill_mode, backfill_since, backfill_until, backfill_after_time, backfill_after_id
 		FROM walrelay_checkpoints WHERE slot_name = $1`, slot,
-	).Scan(&cp.Slot, &cp.SystemIdentifier, &cp.Timeline, &flushed, &commitTime, &cp.UpdatedAt)
+	).Scan(&cp.Slot, &cp.SystemIdentifier, &cp.Timeline, &flushed, &commitTime, &cp.UpdatedAt,
+		&totalTxns, &createdAt, &createdLSN, &mode, &since, &until, &afterTime, &afterID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Checkpoint{}, false, nil
 	}
@@ -60,38 +91,134 @@ func (s *Store) Load(ctx context.Context, slot string) (cp Checkpoint, found boo
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("load checkpoint of slot %q: stored LSN %q: %w", slot, flushed, err)
 	}
-	if commitTime != nil {
-		cp.LastCommitTime = commitTime.UTC()
+	if createdLSN != nil {
+		if cp.SlotCreatedLSN, err = pglogrepl.ParseLSN(*createdLSN); err != nil {
+			return Checkpoint{}, false, fmt.Errorf("load checkpoint of slot %q: stored LSN %q: %w", slot, *createdLSN, err)
+		}
+	}
+	cp.LastCommitTime = utc(commitTime)
+	cp.SlotCreatedAt = utc(createdAt)
+	if totalTxns != nil {
+		cp.SlotTotalTxns = *totalTxns
+	}
+
+	if mode != nil {
+		cp.Backfill = &Backfill{Mode: *mode, Since: utc(since), Until: utc(until), AfterTime: utc(afterTime)}
+		if afterID != nil {
+			cp.Backfill.AfterID = *afterID
+		}
 	}
 
 	return cp, true, nil
 }
 
-// Save stores cp, replacing the slot's previous checkpoint. A zero
+// Save stores cp's position, replacing the slot's previous one. A zero
 // LastCommitTime keeps the stored one, because keepalive advances carry no
-// commit time.
+// commit time. The slot's creation and backfill state are left alone.
 func (s *Store) Save(ctx context.Context, cp Checkpoint) error {
-	var commitTime *time.Time
-	if !cp.LastCommitTime.IsZero() {
-		commitTime = &cp.LastCommitTime
-	}
-
 	_, err := s.db.Exec(ctx, `
 		INSERT INTO walrelay_checkpoints
-			(slot_name, system_identifier, timeline, flushed_lsn, last_commit_time, updated_at)
-		VALUES ($1, $2, $3, $4::pg_lsn, $5, now())
+			(slot_name, system_identifier, timeline, flushed_lsn, last_commit_time, slot_total_txns, updated_at)
+		VALUES ($1, $2, $3, $4::pg_lsn, $5, $6, now())
 		ON CONFLICT (slot_name) DO UPDATE SET
 			system_identifier = EXCLUDED.system_identifier,
 			timeline = EXCLUDED.timeline,
 			flushed_lsn = EXCLUDED.flushed_lsn,
 			last_commit_time = COALESCE(EXCLUDED.last_commit_time, walrelay_checkpoints.last_commit_time),
+			slot_total_txns = COALESCE(EXCLUDED.slot_total_txns, walrelay_checkpoints.slot_total_txns),
 			updated_at = now()`,
-		cp.Slot, cp.SystemIdentifier, cp.Timeline, cp.Flushed.String(), commitTime)
+		cp.Slot, cp.SystemIdentifier, cp.Timeline, cp.Flushed.String(), nullTime(cp.LastCommitTime), nullInt(cp.SlotTotalTxns))
 	if err != nil {
 		return fmt.Errorf("save checkpoint of slot %q at %s: %w", cp.Slot, cp.Flushed, err)
 	}
 
 	return nil
+}
+
+// SaveCreatedSlot records a slot that walrelay has just created at
+// consistent point lsn, with the backfill it owes (nil for none). It
+// replaces any earlier checkpoint of the slot but keeps its last commit
+// time, which a recovery's backfill starts from.
+func (s *Store) SaveCreatedSlot(ctx context.Context, cp Checkpoint, backfill *Backfill) error {
+	var mode *string
+	var since, until *time.Time
+	if backfill != nil {
+		mode = &backfill.Mode
+		since, until = nullTime(backfill.Since), nullTime(backfill.Until)
+	}
+
+	_, err := s.db.Exec(ctx, `
+		INSERT INTO walrelay_checkpoints
+			(slot_name, system_identifier, timeline, flushed_lsn, slot_created_at, slot_created_lsn,
+			 slot_total_txns, backfill_mode, backfill_since, backfill_until, updated_at)
+		VALUES ($1, $2, $3, $4::pg_lsn, now(), $4::pg_lsn, 0, $5, $6, $7, now())
+		ON CONFLICT (slot_name) DO UPDATE SET
+			system_identifier = EXCLUDED.system_identifier,
+			timeline = EXCLUDED.timeline,
+			flushed_lsn = EXCLUDED.flushed_lsn,
+			slot_created_at = EXCLUDED.slot_created_at,
+			slot_created_lsn = EXCLUDED.slot_created_lsn,
+			slot_total_txns = 0,
+			backfill_mode = EXCLUDED.backfill_mode,
+			backfill_since = EXCLUDED.backfill_since,
+			backfill_until = EXCLUDED.backfill_until,
+			backfill_after_time = NULL,
+			backfill_after_id = NULL,
+			updated_at = now()`,
+		cp.Slot, cp.SystemIdentifier, cp.Timeline, cp.Flushed.String(), mode, since, until)
+	if err != nil {
+		return fmt.Errorf("save the new slot %q: %w", cp.Slot, err)
+	}
+
+	return nil
+}
+
+// SaveBackfillProgress records the (created_at, id) of the last backfilled
+// row whose publish the broker confirmed.
+func (s *Store) SaveBackfillProgress(ctx context.Context, slot string, afterTime time.Time, afterID string) error {
+	_, err := s.db.Exec(ctx, `
+		UPDATE walrelay_checkpoints SET backfill_after_time = $2, backfill_after_id = $3, updated_at = now()
+		WHERE slot_name = $1`, slot, afterTime, afterID)
+	if err != nil {
+		return fmt.Errorf("save backfill progress of slot %q: %w", slot, err)
+	}
+
+	return nil
+}
+
+// FinishBackfill records that the slot owes no backfill any more.
+func (s *Store) FinishBackfill(ctx context.Context, slot string) error {
+	_, err := s.db.Exec(ctx, `
+		UPDATE walrelay_checkpoints
+		SET backfill_mode = NULL, backfill_since = NULL, backfill_until = NULL,
+		    backfill_after_time = NULL, backfill_after_id = NULL, updated_at = now()
+		WHERE slot_name = $1`, slot)
+	if err != nil {
+		return fmt.Errorf("finish the backfill of slot %q: %w", slot, err)
+	}
+
+	return nil
+}
+
+func utc(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func nullInt(n int64) *int64 {
+	if n == 0 {
+		return nil
+	}
+	return &n
 }
 
 // Delete removes the checkpoint of slot, as teardown does with the slot.

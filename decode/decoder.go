@@ -206,8 +206,15 @@ func New(cfg Config) *Decoder {
 		relations: make(map[uint32]*relation),
 	}
 
-	c := cfg.Columns
-	d.columns = Columns{
+	d.columns = cfg.Columns.WithDefaults()
+
+	return d
+}
+
+// WithDefaults returns c with the Event-Forge name in every empty field,
+// and "" for an optional column set to NoColumn.
+func (c Columns) WithDefaults() Columns {
+	return Columns{
 		ID:            orDefault(c.ID, "id"),
 		AggregateType: orDefault(c.AggregateType, "aggregate_type"),
 		AggregateID:   orDefault(c.AggregateID, "aggregate_id"),
@@ -217,8 +224,6 @@ func New(cfg Config) *Decoder {
 		CreatedAt:     optionalColumn(c.CreatedAt, "created_at"),
 		ScheduledAt:   optionalColumn(c.ScheduledAt, "scheduled_at"),
 	}
-
-	return d
 }
 
 func orDefault(value, def string) string {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/walrelay/walrelay/decode"
 	"github.com/walrelay/walrelay/replication"
 )
@@ -102,6 +104,32 @@ type Config struct {
 	// Default 30 s.
 	ShutdownTimeout time.Duration
 
+	// Backfill selects the rows committed before a slot that walrelay
+	// creates, which the slot's stream does not contain: BackfillPending
+	// (default: Event-Forge status pending or failed), BackfillAll or
+	// BackfillNone.
+	Backfill string
+
+	// Recover recreates a missing or invalidated slot and publishes the
+	// rows created since the stored last commit time minus RecoveryMargin
+	// (default 5 minutes) before streaming. Consumers may see duplicates.
+	Recover        bool
+	RecoveryMargin time.Duration
+
+	// StartLSN, when set, starts streaming there instead of at the slot's
+	// confirmed position, skipping what lies between on purpose. It must not
+	// be older than the confirmed position: a logical slot cannot rewind.
+	StartLSN pglogrepl.LSN
+
+	// FailoverSlot creates the slot with the FAILOVER option, which needs
+	// PostgreSQL 17, so the server synchronizes it to standbys.
+	FailoverSlot bool
+
+	// BackfillProgress, when set, is called during a backfill about once a
+	// second with the rows confirmed so far and the rows selected, for a
+	// progress bar.
+	BackfillProgress func(done, total int64)
+
 	// Observer receives events for metrics and health. Default: none.
 	Observer Observer
 
@@ -110,6 +138,13 @@ type Config struct {
 	RetryInitial time.Duration
 	RetryMax     time.Duration
 }
+
+// Backfill modes.
+const (
+	BackfillPending = "pending"
+	BackfillAll     = "all"
+	BackfillNone    = "none"
+)
 
 // Policies for OnUnroutable and OnInvalid.
 const (
@@ -173,6 +208,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ConfirmTimeout == 0 {
 		c.ConfirmTimeout = 30 * time.Second
 	}
+	if c.Backfill == "" {
+		c.Backfill = BackfillPending
+	}
+	if c.RecoveryMargin == 0 {
+		c.RecoveryMargin = 5 * time.Minute
+	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
@@ -209,6 +250,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if (c.AMQPClientCert == "") != (c.AMQPClientKey == "") {
 		return c, fmt.Errorf("a client certificate needs its key and the other way round: set both --amqp-cert and --amqp-key")
+	}
+	if c.Backfill != BackfillPending && c.Backfill != BackfillAll && c.Backfill != BackfillNone {
+		return c, fmt.Errorf("invalid backfill mode %q: use %s, %s or %s", c.Backfill, BackfillPending, BackfillAll, BackfillNone)
+	}
+	if c.RecoveryMargin < 0 {
+		return c, fmt.Errorf("invalid recovery margin %s: use a positive duration", c.RecoveryMargin)
 	}
 	if c.ConfirmTimeout < 0 {
 		return c, fmt.Errorf("invalid confirm timeout %s: use a positive duration", c.ConfirmTimeout)

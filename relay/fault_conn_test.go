@@ -29,8 +29,8 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 	dups := checkDelivery(t, deliveries, 0, faultRows)
 	t.Logf("%d duplicates after one walsender termination", dups)
 
-	if dups > cfg.MaxInFlight+10 {
-		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, cfg.MaxInFlight)
+	if dups > DefaultMaxInFlight+10 {
+		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, DefaultMaxInFlight)
 	}
 	if obs.reconnects.Load() < 1 {
 		t.Error("no reconnect counted after the walsender was terminated")
@@ -65,8 +65,8 @@ func TestFaultPostgresConnectionCut(t *testing.T) {
 	dups := checkDelivery(t, deliveries, 0, faultRows)
 	t.Logf("%d duplicates after a cut Postgres connection", dups)
 
-	if dups > cfg.MaxInFlight+10 {
-		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, cfg.MaxInFlight)
+	if dups > DefaultMaxInFlight+10 {
+		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, DefaultMaxInFlight)
 	}
 	if obs.reconnects.Load() < 1 {
 		t.Error("no reconnect counted after the cut")
@@ -95,8 +95,8 @@ func TestFaultBrokerConnectionCut(t *testing.T) {
 	dups := checkDelivery(t, deliveries, 0, faultRows)
 	t.Logf("%d duplicates after a cut broker connection", dups)
 
-	if dups > cfg.MaxInFlight+10 {
-		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, cfg.MaxInFlight)
+	if dups > DefaultMaxInFlight+10 {
+		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, DefaultMaxInFlight)
 	}
 	if obs.reconnects.Load() < 1 {
 		t.Error("no reconnect counted after the cut")
@@ -117,6 +117,7 @@ func TestFaultReplicationStalled(t *testing.T) {
 
 	insertRows(t, f.pgURL, 0, 100)
 	consumer.Collect(t, 100, 30*time.Second)
+	waitConfirmed(t, f.pgURL, cfg.Slot)
 
 	// A dead network path: nothing flows and nothing closes.
 	proxy.Stall()
@@ -147,6 +148,7 @@ func TestFaultBrokerStalled(t *testing.T) {
 
 	insertRows(t, f.pgURL, 0, 50)
 	consumer.Collect(t, 50, 30*time.Second)
+	waitConfirmed(t, f.pgURL, cfg.Slot)
 
 	proxy.Stall()
 	insertRows(t, f.pgURL, 50, 50)

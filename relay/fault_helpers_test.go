@@ -199,3 +199,17 @@ func rabbitmqctl(t *testing.T, args ...string) {
 		t.Fatalf("rabbitmqctl %v: %v: %s", args, err, out)
 	}
 }
+
+// waitConfirmed waits until the slot's confirmed position reaches the
+// current WAL position, so every row written so far counts as relayed.
+func waitConfirmed(t *testing.T, pgURL, slot string) {
+	t.Helper()
+
+	target := currentWAL(t, pgURL)
+	eventually(t, 30*time.Second, func() error {
+		if pos := slotPosition(t, pgURL, slot); pos < target {
+			return notYet("slot at %s, before %s", pos, target)
+		}
+		return nil
+	})
+}

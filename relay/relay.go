@@ -38,6 +38,10 @@ type Relay struct {
 	// resume carries what the last session confirmed into the next one.
 	resume checkpoint.Resume
 
+	// startLSNApplied is set once a session started at Config.StartLSN, so
+	// later sessions resume normally.
+	startLSNApplied bool
+
 	// streaming is closed when the first session starts streaming.
 	streaming     chan struct{}
 	streamingOnce sync.Once
@@ -96,6 +100,10 @@ func (r *Relay) Streaming() <-chan struct{} {
 // backoff with jitter; errors that a retry cannot fix are returned.
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			r.log.Info().Msg("relay stopped during setup")
+			return nil
+		}
 		return err
 	}
 
@@ -152,13 +160,16 @@ func (r *Relay) setup(ctx context.Context) error {
 	op := func() error {
 		attempt++
 		err := r.setupOnce(ctx)
-		if err == nil || isPermanent(err) || !isNetworkError(err) {
+		if err == nil || isPermanent(err) {
 			return backoff.Permanent(err)
 		}
+		// A backfill publishes during setup: the next attempt tries the
+		// next broker.
+		r.brokerNext = (r.brokerNext + 1) % len(r.brokerURLs)
 		return err
 	}
 	notify := func(err error, delay time.Duration) {
-		r.log.Warn().Err(err).Int("attempt", attempt).Dur("delay", delay).Msg("cannot reach Postgres; retrying")
+		r.log.Warn().Err(err).Int("attempt", attempt).Dur("delay", delay).Msg("setup failed; retrying")
 	}
 
 	err := backoff.RetryNotify(op, backoff.WithContext(retry, ctx), notify)
@@ -174,9 +185,9 @@ func (r *Relay) setup(ctx context.Context) error {
 }
 
 func (r *Relay) setupOnce(ctx context.Context) error {
-	db, err := pgx.Connect(ctx, r.cfg.PostgresURL)
+	db, err := r.connectPostgres(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to Postgres: %w", err)
+		return err
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 
@@ -209,36 +220,25 @@ func (r *Relay) setupOnce(ctx context.Context) error {
 	return nil
 }
 
-// ensureSlot creates the slot when it is missing and checks it otherwise.
-func (r *Relay) ensureSlot(ctx context.Context, db *pgx.Conn, info replication.ServerInfo) error {
-	slot, err := replication.LookupSlot(ctx, db, r.cfg.Slot)
-	if err == nil {
-		return permanent(slot.Validate(info.Database))
-	}
-	if !errors.Is(err, replication.ErrSlotNotFound) {
-		return err
-	}
-
-	if r.cfg.NoCreate {
-		return permanent(fmt.Errorf("replication slot %q does not exist and creating it is disabled: run walrelay setup", r.cfg.Slot))
-	}
-
-	stream, err := replication.Dial(ctx, r.cfg.PostgresURL)
+// connectPostgres opens an ordinary connection with TimeZone=UTC, so that
+// timestamps without time zone read the same as in the replication stream.
+func (r *Relay) connectPostgres(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(r.cfg.PostgresURL)
 	if err != nil {
-		return err
+		return nil, permanent(fmt.Errorf("invalid Postgres URL: %w", err))
 	}
-	defer stream.Close(context.WithoutCancel(ctx))
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "walrelay"
+	}
 
-	created, err := stream.CreateSlot(ctx, r.cfg.Slot, false, false)
-	if errors.Is(err, replication.ErrSlotExists) {
-		// Another walrelay created it between the lookup and here.
-		return nil
-	}
+	db, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return permanent(err)
+		return nil, fmt.Errorf("connect to Postgres: %w", err)
 	}
 
-	r.log.Info().Str("lsn", created.ConsistentPoint.String()).Msg("created replication slot")
-
-	return nil
+	return db, nil
 }

@@ -122,7 +122,7 @@ func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
 		r.log.Debug().Err(statusErr).Msg("cannot send the final standby status")
 	}
 
-	if saveErr := s.saveCheckpoint(context.WithoutCancel(ctx)); saveErr != nil {
+	if saveErr := s.saveCheckpoint(context.WithoutCancel(ctx), 0); saveErr != nil {
 		r.log.Warn().Err(saveErr).Msg("cannot store the final checkpoint")
 	}
 
@@ -135,25 +135,24 @@ func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
 func (s *session) connect(ctx context.Context) error {
 	cfg := s.r.cfg
 
-	db, err := pgx.Connect(ctx, cfg.PostgresURL)
+	db, err := s.r.connectPostgres(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to Postgres: %w", err)
+		return err
 	}
 	s.db = db
 	s.store = checkpoint.NewStore(db)
 
+	cp, haveCheckpoint, err := s.store.Load(ctx, cfg.Slot)
+	if err != nil {
+		return err
+	}
 	slot, err := replication.LookupSlot(ctx, db, cfg.Slot)
 	if err != nil {
 		if errors.Is(err, replication.ErrSlotNotFound) {
-			return permanent(fmt.Errorf("replication slot %q disappeared while walrelay was running: "+
-				"rows committed since %s may not be relayed; restart walrelay to create it again", cfg.Slot, s.r.resume.Flushed.LSN))
+			return permanent(fmt.Errorf("replication slot %q disappeared while walrelay was running: %w", cfg.Slot, s.r.gapError(cp, "does not exist")))
 		}
 		return err
 	}
-	if err := slot.Validate(db.Config().Database); err != nil {
-		return permanent(err)
-	}
-
 	// A publication dropped or changed while the relay runs ends the
 	// stream; say what is wrong instead of retrying for ever.
 	if _, err := replication.EnsurePublication(ctx, db, cfg.Publication, s.r.table, false); err != nil {
@@ -172,20 +171,28 @@ func (s *session) connect(ctx context.Context) error {
 		return err
 	}
 
-	s.pub, err = sink.Dial(ctx, sink.Config{
-		URL:                s.r.brokerURLs[s.r.brokerNext],
-		Exchange:           cfg.Exchange,
-		DeclareExchange:    !cfg.NoDeclareExchange,
-		DelayedExchange:    cfg.DelayedExchange,
-		DeadLetterExchange: cfg.DeadLetterExchange,
-		TLS:                s.r.brokerTLS,
-		ConfirmBuffer:      2 * cfg.MaxInFlight,
-	}, s.r.log)
+	info := replication.ServerInfo{Database: db.Config().Database}
+	if err := s.r.checkSlot(ctx, db, slot, info, s.system.SystemID, cp, haveCheckpoint); err != nil {
+		return permanent(err)
+	}
+
+	s.pub, err = s.r.dialBroker(ctx)
 	if err != nil {
 		return err
 	}
 
 	s.start = max(slot.ConfirmedFlush, s.r.resume.Flushed.LSN)
+	if cfg.StartLSN != 0 && !s.r.startLSNApplied {
+		if cfg.StartLSN < slot.ConfirmedFlush {
+			return permanent(fmt.Errorf("invalid start LSN %s: it is older than the slot's confirmed position %s, "+
+				"and a logical replication slot cannot rewind; to send older rows again use walrelay replay", cfg.StartLSN, slot.ConfirmedFlush))
+		}
+		s.r.log.Warn().Str("from_lsn", slot.ConfirmedFlush.String()).Str("lsn", cfg.StartLSN.String()).
+			Uint64("skipped_bytes", uint64(cfg.StartLSN-slot.ConfirmedFlush)).
+			Msg("skipping ahead on request: transactions that commit before the start LSN are not relayed")
+		s.start = cfg.StartLSN
+		s.r.startLSNApplied = true
+	}
 	if err := s.stream.Start(ctx, cfg.Slot, []string{cfg.Publication}, s.start); err != nil {
 		return err
 	}
@@ -225,8 +232,9 @@ func (s *session) signal() {
 	}
 }
 
-// saveCheckpoint stores the ledger's flushed position.
-func (s *session) saveCheckpoint(ctx context.Context) error {
+// saveCheckpoint stores the ledger's flushed position and, when not zero,
+// the slot's decoded-transaction count.
+func (s *session) saveCheckpoint(ctx context.Context, totalTxns int64) error {
 	if s.ledger == nil || s.store == nil || s.db.IsClosed() {
 		return nil
 	}
@@ -242,6 +250,7 @@ func (s *session) saveCheckpoint(ctx context.Context) error {
 		Timeline:         s.system.Timeline,
 		Flushed:          flushed.LSN,
 		LastCommitTime:   flushed.CommitTime,
+		SlotTotalTxns:    totalTxns,
 	})
 }
 
@@ -260,13 +269,13 @@ func (s *session) checkpointLoop(ctx context.Context) error {
 		case <-ticker.C:
 		}
 
-		s.reportSlotLag(ctx)
+		totalTxns := s.reportSlotLag(ctx)
 
 		flushed := s.ledger.Flushed().LSN
 		if flushed == saved {
 			continue
 		}
-		if err := s.saveCheckpoint(ctx); err != nil {
+		if err := s.saveCheckpoint(ctx, totalTxns); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -277,13 +286,16 @@ func (s *session) checkpointLoop(ctx context.Context) error {
 	}
 }
 
-// reportSlotLag queries the slot's lag for the observer. A failed query is
-// logged at debug level only: the next interval tries again.
-func (s *session) reportSlotLag(ctx context.Context) {
+// reportSlotLag queries the slot's lag for the observer and returns its
+// decoded-transaction count for the checkpoint. A failed query is logged at
+// debug level only, and returns 0, which keeps the stored count: the next
+// interval tries again.
+func (s *session) reportSlotLag(ctx context.Context) int64 {
 	slot, err := replication.LookupSlot(ctx, s.db, s.r.cfg.Slot)
 	if err != nil {
 		s.r.log.Debug().Err(err).Msg("cannot query slot lag")
-		return
+		return 0
 	}
 	s.r.cfg.Observer.SlotLag(slot.LagBytes)
+	return slot.TotalTxns
 }

@@ -24,6 +24,10 @@ type Slot struct {
 	RestartLSN     pglogrepl.LSN
 	WALStatus      string // reserved, extended, unreserved or lost
 	LagBytes       int64  // current WAL position minus confirmed_flush_lsn
+
+	// TotalTxns is pg_stat_replication_slots.total_txns, the transactions
+	// decoded for this slot since it was created or its statistics reset.
+	TotalTxns int64
 }
 
 // ErrSlotNotFound is returned by LookupSlot for a slot that does not exist.
@@ -39,14 +43,17 @@ func LookupSlot(ctx context.Context, db *pgx.Conn, name string) (Slot, error) {
 		confirmed, restart *string
 		walStatus          *string
 		lag                *int64
+		totalTxns          *int64
 	)
 
 	err := db.QueryRow(ctx, `
-		SELECT slot_name, plugin, slot_type, database, active, active_pid,
+		SELECT s.slot_name, plugin, slot_type, database, active, active_pid,
 		       confirmed_flush_lsn::text, restart_lsn::text, wal_status,
-		       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-		FROM pg_replication_slots WHERE slot_name = $1`, name,
-	).Scan(&s.Name, &plugin, &s.Type, &database, &s.Active, &activePID, &confirmed, &restart, &walStatus, &lag)
+		       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+		       st.total_txns
+		FROM pg_replication_slots s LEFT JOIN pg_stat_replication_slots st USING (slot_name)
+		WHERE s.slot_name = $1`, name,
+	).Scan(&s.Name, &plugin, &s.Type, &database, &s.Active, &activePID, &confirmed, &restart, &walStatus, &lag, &totalTxns)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Slot{}, fmt.Errorf("slot %q: %w", name, ErrSlotNotFound)
 	}
@@ -62,6 +69,9 @@ func LookupSlot(ctx context.Context, db *pgx.Conn, name string) (Slot, error) {
 	}
 	if lag != nil {
 		s.LagBytes = *lag
+	}
+	if totalTxns != nil {
+		s.TotalTxns = *totalTxns
 	}
 	if confirmed != nil {
 		if s.ConfirmedFlush, err = pglogrepl.ParseLSN(*confirmed); err != nil {
