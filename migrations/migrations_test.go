@@ -22,6 +22,7 @@ var allApplied = []Applied{
 	{Set: SetEventForge, Version: 3, Source: "00003_add_inbox_metadata.sql"},
 	{Set: SetEventForge, Version: 4, Source: "00004_add_inbox_recovery_fields.sql"},
 	{Set: SetWalrelay, Version: 1, Source: "00001_create_checkpoints.sql"},
+	{Set: SetWalrelay, Version: 2, Source: "00002_add_backfill_state.sql"},
 }
 
 func assertApplied(t *testing.T, got, want []Applied) {
@@ -65,8 +66,8 @@ func TestUpTwiceAppliesOnce(t *testing.T) {
 	if got := appliedVersions(t, conn, "walrelay_eventforge_migrations"); strings.Join(got, ",") != "1,2,3,4" {
 		t.Errorf("walrelay_eventforge_migrations versions = %v, want 1,2,3,4", got)
 	}
-	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1" {
-		t.Errorf("walrelay_migrations versions = %v, want 1", got)
+	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1,2" {
+		t.Errorf("walrelay_migrations versions = %v, want 1,2", got)
 	}
 }
 
@@ -186,8 +187,8 @@ func TestUpConcurrentCallsApplyOnce(t *testing.T) {
 	if got := appliedVersions(t, conn, "walrelay_eventforge_migrations"); strings.Join(got, ",") != "1,2,3,4" {
 		t.Errorf("walrelay_eventforge_migrations versions = %v, want each of 1,2,3,4 once", got)
 	}
-	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1" {
-		t.Errorf("walrelay_migrations versions = %v, want 1 once", got)
+	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1,2" {
+		t.Errorf("walrelay_migrations versions = %v, want each of 1,2 once", got)
 	}
 }
 

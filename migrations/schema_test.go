@@ -204,6 +204,14 @@ func TestUpWalrelaySetOnly(t *testing.T) {
 		{"flushed_lsn", "pg_lsn", true, ""},
 		{"last_commit_time", "timestamp with time zone", false, ""},
 		{"updated_at", "timestamp with time zone", true, "now()"},
+		{"slot_created_at", "timestamp with time zone", false, ""},
+		{"slot_created_lsn", "pg_lsn", false, ""},
+		{"backfill_mode", "text", false, ""},
+		{"backfill_since", "timestamp with time zone", false, ""},
+		{"backfill_until", "timestamp with time zone", false, ""},
+		{"backfill_after_time", "timestamp with time zone", false, ""},
+		{"backfill_after_id", "text", false, ""},
+		{"slot_total_txns", "bigint", false, ""},
 	})
 
 	primaryKey := queryStrings(t, conn, `
