@@ -121,6 +121,15 @@ type Config struct {
 	// be older than the confirmed position: a logical slot cannot rewind.
 	StartLSN pglogrepl.LSN
 
+	// MarkPublished sets status 'published' and updated_at on relayed rows
+	// after their confirms, in batches, for tools that read Event-Forge's
+	// status. Off by default, because it writes to every row.
+	MarkPublished bool
+
+	// Retention, when set, deletes relayed rows older than it, in small
+	// batches; never a row created after the last relayed commit.
+	Retention time.Duration
+
 	// FailoverSlot creates the slot with the FAILOVER option, which needs
 	// PostgreSQL 17, so the server synchronizes it to standbys.
 	FailoverSlot bool
@@ -253,6 +262,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Backfill != BackfillPending && c.Backfill != BackfillAll && c.Backfill != BackfillNone {
 		return c, fmt.Errorf("invalid backfill mode %q: use %s, %s or %s", c.Backfill, BackfillPending, BackfillAll, BackfillNone)
+	}
+	if c.Retention < 0 {
+		return c, fmt.Errorf("invalid retention %s: use a positive duration, or 0 to keep every row", c.Retention)
 	}
 	if c.RecoveryMargin < 0 {
 		return c, fmt.Errorf("invalid recovery margin %s: use a positive duration", c.RecoveryMargin)

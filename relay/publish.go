@@ -149,6 +149,12 @@ func (s *session) confirmLoop(ctx context.Context) error {
 			obs.InFlight(s.ledger.InFlight())
 			if slot.deadLettered {
 				obs.DeadLettered()
+			} else if s.r.cfg.MarkPublished {
+				select {
+				case s.marks <- c.MessageID:
+				case <-ctx.Done():
+					return nil
+				}
 			}
 
 		case sink.Nacked:

@@ -208,6 +208,10 @@ func (r *Relay) setupOnce(ctx context.Context) error {
 		r.log.Info().Str("publication", r.cfg.Publication).Str("table", r.table.String()).Msg("created publication")
 	}
 
+	if err := r.checkMaintenanceColumns(ctx, db); err != nil {
+		return err
+	}
+
 	if err := r.ensureSlot(ctx, db, info); err != nil {
 		return err
 	}

@@ -62,6 +62,10 @@ type session struct {
 	// publish loop, which republishes them to the dead-letter exchange.
 	deadLetters chan queued
 
+	// marks carries the ids of confirmed messages to the mark loop when
+	// MarkPublished is set.
+	marks chan string
+
 	// published and confirmed count this session's publishes and confirms,
 	// for the confirm timeout.
 	published atomic.Uint64
@@ -77,6 +81,7 @@ func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
 		wake:        make(chan struct{}, 1),
 		inflight:    make([]inflight, r.cfg.MaxInFlight),
 		deadLetters: make(chan queued, r.cfg.MaxInFlight),
+		marks:       make(chan string, r.cfg.MaxInFlight),
 	}
 	obs := r.cfg.Observer
 	defer s.close(context.WithoutCancel(ctx))
@@ -111,6 +116,12 @@ func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
 	g.Go(func() error { return s.publishLoop(gctx) })
 	g.Go(func() error { return s.confirmLoop(gctx) })
 	g.Go(func() error { return s.checkpointLoop(gctx) })
+	if r.cfg.MarkPublished {
+		g.Go(func() error { return s.markLoop(gctx) })
+	}
+	if r.cfg.Retention > 0 {
+		g.Go(func() error { return s.retentionLoop(gctx) })
+	}
 
 	err = g.Wait()
 	r.resume = s.ledger.Resume()
@@ -197,7 +208,13 @@ func (s *session) connect(ctx context.Context) error {
 		return err
 	}
 
-	s.ledger = checkpoint.NewLedger(checkpoint.Position{LSN: s.start, CommitTime: s.r.resume.Flushed.CommitTime})
+	// The stored commit time bounds the retention until this process
+	// relays a transaction of its own.
+	commitTime := s.r.resume.Flushed.CommitTime
+	if commitTime.IsZero() && haveCheckpoint {
+		commitTime = cp.LastCommitTime
+	}
+	s.ledger = checkpoint.NewLedger(checkpoint.Position{LSN: s.start, CommitTime: commitTime})
 	s.r.decoder.Reset()
 
 	return nil
