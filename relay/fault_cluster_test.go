@@ -30,6 +30,7 @@ func TestFaultBrokerURLsTriedInTurn(t *testing.T) {
 	// The first URL refuses connections, so the relay runs on the second.
 	insertRows(t, f.pgURL, 0, 100)
 	consumer.Collect(t, 100, 30*time.Second)
+	waitConfirmed(t, f.pgURL, cfg.Slot)
 
 	// Losing that node moves the relay to the next one.
 	first.Cut()
