@@ -108,8 +108,8 @@ func (p *rowPublisher) finish(ctx context.Context) error {
 	return p.maybeReport(ctx, true)
 }
 
-// errNoConfirm is awaitConfirm's answer to a non-blocking call when no
-// confirm is waiting.
+// errNoConfirm is returned by a non-blocking awaitConfirm when no confirm
+// is waiting.
 var errNoConfirm = fmt.Errorf("no confirm waiting")
 
 // awaitConfirm takes one confirm; without block it returns errNoConfirm

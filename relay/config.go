@@ -55,12 +55,12 @@ type Config struct {
 	AMQPClientCert string
 	AMQPClientKey  string
 
-	// OnUnroutable is what happens to a message the broker returns as
+	// OnUnroutable is the policy for a message the broker returns as
 	// unroutable: PolicyRetry (default) holds the position and retries with
 	// backoff; PolicyDeadLetter publishes it to DeadLetterExchange.
 	OnUnroutable string
 
-	// OnInvalid is what happens to a row that cannot become a message:
+	// OnInvalid is the policy for a row that cannot become a message:
 	// PolicyHalt (default) stops the relay with the position held before
 	// it; PolicyDeadLetter publishes the raw row and the error to
 	// DeadLetterExchange and goes on.
@@ -95,8 +95,8 @@ type Config struct {
 	// is stored. Default 10 s.
 	StatusInterval time.Duration
 
-	// ReceiveTimeout is how long the replication connection may stay silent
-	// while the relay asks the server for a reply before it counts as dead.
+	// ReceiveTimeout is how long the replication connection may stay silent,
+	// while the relay requests replies, before it counts as dead.
 	// Default 3 x StatusInterval, at least 30 s.
 	ReceiveTimeout time.Duration
 

@@ -46,8 +46,8 @@ func isPermanent(err error) bool {
 	return errors.As(err, &parseErr)
 }
 
-// isNetworkError reports whether err came from the network rather than from
-// a server's answer.
+// isNetworkError reports whether err came from the network rather than
+// from a server's error response.
 func isNetworkError(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded)

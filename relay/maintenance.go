@@ -31,9 +31,9 @@ type RetentionObserver interface {
 // markLoop sets status 'published' and updated_at on the rows whose
 // messages the broker confirmed, in batches. It writes to every relayed
 // row, which is why MarkPublished is off by default. A failed update is
-// retried at the next interval; the ids wait in memory up to markBufferMax,
-// beyond which the oldest are dropped with an error log, because a status
-// is a convenience for dashboards and never decides what is relayed.
+// retried at the next interval, with the ids kept in memory up to
+// markBufferMax. Beyond that the oldest are dropped with an error log:
+// the status serves dashboards and never decides what is relayed.
 func (s *session) markLoop(ctx context.Context) error {
 	conn, err := s.r.connectPostgres(ctx)
 	if err != nil {

@@ -45,8 +45,8 @@ type Observer interface {
 	// Streaming sets whether a session streams from the slot with a broker
 	// connection.
 	Streaming(streaming bool)
-	// Alive tells that the stream loop is running; it is called at least
-	// every 100 ms while the relay streams.
+	// Alive records that the stream loop is running. The loop calls it at
+	// least every 100 ms while the relay streams.
 	Alive(at time.Time)
 }
 

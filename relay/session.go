@@ -26,7 +26,7 @@ type queued struct {
 	deadLetter *deadLetter
 }
 
-// inflight is what the session keeps of a message between publish and
+// inflight is the session's record of a message between publish and
 // confirm, one per window slot, indexed by sequence number.
 type inflight struct {
 	committed    time.Time
@@ -140,9 +140,9 @@ func (r *Relay) session(ctx context.Context, recovering bool) (err error) {
 	return err
 }
 
-// connect opens the three connections and starts replication from the
-// later of the slot's confirmed position and what this process knows is
-// confirmed.
+// connect opens the session's connections and starts replication from the
+// later of the slot's confirmed position and the position this process has
+// seen confirmed.
 func (s *session) connect(ctx context.Context) error {
 	cfg := s.r.cfg
 
@@ -165,7 +165,7 @@ func (s *session) connect(ctx context.Context) error {
 		return err
 	}
 	// A publication dropped or changed while the relay runs ends the
-	// stream; say what is wrong instead of retrying for ever.
+	// stream: return an error that names the problem instead of retrying.
 	if _, err := replication.EnsurePublication(ctx, db, cfg.Publication, s.r.table, false); err != nil {
 		if isNetworkError(err) {
 			return err
