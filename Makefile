@@ -4,6 +4,8 @@
 #   make services   install, start and configure the local PostgreSQL and RabbitMQ
 #   make run        services, build, migrate, then run the relay (ARGS=... for `walrelay run`)
 #   make test       services, then every test with the race detector
+#   make soak       services, then the soak test: relay under load while faults
+#                   are injected (WALRELAY_SOAK_DURATION, WALRELAY_SOAK_RATE)
 #   make vet        go vet
 #   make lint       go vet and a gofmt check
 #   make bench      bin/walrelay bench (ARGS=... passed through)
@@ -25,7 +27,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 ARGS ?=
 MIGRATE_ARGS ?=
 
-.PHONY: build services run test vet lint bench clean
+.PHONY: build services run test soak vet lint bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/walrelay
@@ -39,6 +41,10 @@ run: services build
 
 test: services
 	$(GO) test $(TEST_FLAGS) ./...
+
+# The soak test is behind the build tag soak, so make test skips it.
+soak: services
+	$(GO) test -tags soak -count=1 -v -timeout 30m ./soak/
 
 vet:
 	$(GO) vet ./...

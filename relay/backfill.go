@@ -42,6 +42,7 @@ type rowPublisher struct {
 	published int64
 	confirmed int64
 	keys      []backfill.Key // keys of unconfirmed rows, in publish order
+	sent      []time.Time    // publish times of unconfirmed rows, in the same order
 	lastKey   backfill.Key
 	lastSave  time.Time
 	started   time.Time // first publish, for the rate limit
@@ -77,9 +78,11 @@ func (p *rowPublisher) publishRow(ctx context.Context, row backfill.Row) error {
 
 	p.published++
 	p.keys = append(p.keys, row.Key)
+	p.sent = append(p.sent, time.Now())
 	if err := p.pub.Publish(ctx, uint64(p.published), msg); err != nil {
 		return fmt.Errorf("backfill: publish row id %q: %w", row.Message.ID, err)
 	}
+	p.r.cfg.Observer.Published()
 
 	for len(p.keys) >= p.r.cfg.MaxInFlight {
 		if err := p.awaitConfirm(ctx, true); err != nil {
@@ -153,6 +156,12 @@ func (p *rowPublisher) awaitConfirm(ctx context.Context, block bool) error {
 	p.lastKey = p.keys[0]
 	p.keys = p.keys[1:]
 	p.confirmed++
+
+	// A backfilled row has no commit in this stream: both latencies count
+	// from the publish.
+	since := time.Since(p.sent[0])
+	p.sent = p.sent[1:]
+	p.r.cfg.Observer.Confirmed(since, since)
 
 	return nil
 }

@@ -196,8 +196,8 @@ func (r *Relay) setupOnce(ctx context.Context) error {
 		return permanent(err)
 	}
 
-	if _, err := migrations.Up(ctx, r.cfg.PostgresURL, r.log, migrations.SetWalrelay); err != nil {
-		return permanent(fmt.Errorf("create walrelay's checkpoint table: %w", err))
+	if err := r.ensureCheckpointTable(ctx, db); err != nil {
+		return err
 	}
 
 	pub, err := replication.EnsurePublication(ctx, db, r.cfg.Publication, r.table, !r.cfg.NoCreate)
@@ -245,4 +245,25 @@ func (r *Relay) connectPostgres(ctx context.Context) (*pgx.Conn, error) {
 	}
 
 	return db, nil
+}
+
+// ensureCheckpointTable applies walrelay's own migrations, or with NoCreate
+// only checks that they were applied, as walrelay setup does.
+func (r *Relay) ensureCheckpointTable(ctx context.Context, db *pgx.Conn) error {
+	if !r.cfg.NoCreate {
+		if _, err := migrations.Up(ctx, r.cfg.PostgresURL, r.log, migrations.SetWalrelay); err != nil {
+			return permanent(fmt.Errorf("create walrelay's checkpoint table: %w", err))
+		}
+		return nil
+	}
+
+	var exists bool
+	if err := db.QueryRow(ctx, `SELECT to_regclass('walrelay_checkpoints') IS NOT NULL`).Scan(&exists); err != nil {
+		return fmt.Errorf("look up walrelay's checkpoint table: %w", err)
+	}
+	if !exists {
+		return permanent(fmt.Errorf("walrelay's checkpoint table walrelay_checkpoints does not exist and creating it is disabled: run walrelay setup"))
+	}
+
+	return nil
 }

@@ -250,14 +250,24 @@ func (s *session) signal() {
 }
 
 // saveCheckpoint stores the ledger's flushed position and, when not zero,
-// the slot's decoded-transaction count.
+// the slot's decoded-transaction count. A canceled query closes the
+// connection, so a closed one is replaced first.
 func (s *session) saveCheckpoint(ctx context.Context, totalTxns int64) error {
-	if s.ledger == nil || s.store == nil || s.db.IsClosed() {
+	if s.ledger == nil || s.store == nil {
 		return nil
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+
+	if s.db.IsClosed() {
+		db, err := s.r.connectPostgres(ctx)
+		if err != nil {
+			return err
+		}
+		s.db = db
+		s.store = checkpoint.NewStore(db)
+	}
 
 	flushed := s.ledger.Flushed()
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +25,9 @@ func newRunCommand(logs *logOptions) *cobra.Command {
 		create   bool
 		declare  bool
 		debezium bool
+		amqpURLs []string
+		httpAddr string
+		slotOpts *slotFlags
 	)
 
 	cmd := &cobra.Command{
@@ -38,11 +43,25 @@ func newRunCommand(logs *logOptions) *cobra.Command {
 				return err
 			}
 
+			if len(amqpURLs) == 0 {
+				return fmt.Errorf("missing --amqp-url: give at least one RabbitMQ URL")
+			}
+			cfg.AMQPURL, cfg.AMQPURLs = amqpURLs[0], amqpURLs[1:]
 			cfg.NoCreate = !create
 			cfg.NoDeclareExchange = !declare
+			if err := slotOpts.apply(&cfg); err != nil {
+				return err
+			}
 			if debezium {
 				cfg.Columns = decode.DebeziumColumns()
 			}
+
+			observer, stopHTTP, err := startHTTP(cmd.Context(), httpAddr, log)
+			if err != nil {
+				return err
+			}
+			defer stopHTTP()
+			cfg.Observer = observer
 
 			r, err := relay.New(cfg, log)
 			if err != nil {
@@ -55,7 +74,21 @@ func newRunCommand(logs *logOptions) *cobra.Command {
 
 	f := cmd.Flags()
 	addPostgresFlag(cmd, &cfg.PostgresURL)
-	f.StringVar(&cfg.AMQPURL, "amqp-url", relay.DefaultAMQPURL, "RabbitMQ URL")
+	addHTTPFlag(cmd, &httpAddr)
+	f.StringSliceVar(&amqpURLs, "amqp-url", []string{relay.DefaultAMQPURL},
+		"RabbitMQ URL; repeat it (or separate with commas) for the nodes of a cluster, tried in turn after a failure")
+	f.StringVar(&cfg.AMQPCACert, "amqp-ca", "", "PEM file of the CA that signs the broker's certificate, for amqps:// (default: system roots)")
+	f.StringVar(&cfg.AMQPClientCert, "amqp-cert", "", "PEM client certificate for amqps://, when the broker requires one")
+	f.StringVar(&cfg.AMQPClientKey, "amqp-key", "", "PEM key of --amqp-cert")
+	f.StringVar(&cfg.OnUnroutable, "on-unroutable", relay.PolicyRetry,
+		"unroutable messages: retry (hold the position, retry with backoff) or dead-letter")
+	f.StringVar(&cfg.OnInvalid, "on-invalid", relay.PolicyHalt,
+		"rows that cannot become a message: halt (stop with the position held) or dead-letter")
+	f.StringVar(&cfg.DeadLetterExchange, "dead-letter-exchange", "", "exchange for dead-lettered messages (topic, durable)")
+	f.DurationVar(&cfg.ConfirmTimeout, "confirm-timeout", 30*time.Second,
+		"maximum wait for a broker confirm before the connection counts as hung")
+	f.DurationVar(&cfg.ReceiveTimeout, "receive-timeout", 0,
+		"maximum silence of the replication connection before it counts as dead (default 3 x --status-interval, at least 30s)")
 	f.StringVar(&cfg.Table, "table", relay.DefaultTable, "outbox table, as schema.table or table")
 	f.StringVar(&cfg.Publication, "publication", relay.DefaultPublication, "publication to stream; created for --table when missing")
 	f.StringVar(&cfg.Slot, "slot", relay.DefaultSlot, "logical replication slot (lowercase letters, digits, underscores)")
@@ -74,6 +107,7 @@ func newRunCommand(logs *logOptions) *cobra.Command {
 	f.BoolVar(&debezium, "debezium-columns", false,
 		"map a Debezium-style outbox table (id, aggregatetype, aggregateid, type, payload)")
 	addColumnFlags(cmd, &cfg.Columns)
+	slotOpts = addSlotFlags(cmd, &cfg)
 
 	return cmd
 }

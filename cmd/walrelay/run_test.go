@@ -136,3 +136,24 @@ func startWalrelayEnv(t *testing.T, env []string, args ...string) *background {
 
 	return startWalrelay(t, args...)
 }
+
+func TestReplayDryRunPrintsCount(t *testing.T) {
+	pgURL := testenv.Database(t)
+	exchange, _ := testenv.Queue(t)
+	if res := runWalrelay(t, 60*time.Second, nil, "migrate", "--pg-url", pgURL); res.exitCode != 0 {
+		t.Fatalf("migrate: %s", res.stderr)
+	}
+	testenv.Exec(t, pgURL, `
+		INSERT INTO outbox_messages (aggregate_type, aggregate_id, event_type, payload, created_at)
+		SELECT 'order', 'o-' || n, 'created', '{}', timestamptz '2026-03-01 00:00:00+00' + n * interval '1 day'
+		FROM generate_series(1, 10) n`)
+
+	res := runWalrelay(t, 60*time.Second, nil, "replay", "--pg-url", pgURL, "--amqp-url", testenv.AMQPURL(),
+		"--exchange", exchange, "--since", "2026-03-04", "--until", "2026-03-08T00:00:00Z", "--dry-run")
+	if res.exitCode != 0 {
+		t.Fatalf("replay exited %d: %s", res.exitCode, res.stderr)
+	}
+	if !strings.Contains(res.stdout, "replay: would publish 5 rows") {
+		t.Errorf("replay printed %q, want the count of rows 3 to 7", res.stdout)
+	}
+}
