@@ -67,6 +67,7 @@ type Metrics struct {
 	streaming      prometheus.Gauge
 	backfillTotal  prometheus.Gauge
 	backfillDone   prometheus.Gauge
+	retained       prometheus.Counter
 
 	// slotLag is registered on the first SlotLag call, so that a scrape
 	// before the first query shows no value instead of a false zero.
@@ -109,6 +110,7 @@ func New(cfg Config) *Metrics {
 	m.backfillTotal = m.gauge("backfill_rows",
 		"Rows from before the slot that the running or last backfill selected; 0 before any backfill.")
 	m.backfillDone = m.gauge("backfill_rows_confirmed", "Rows of the running or last backfill that the broker confirmed.")
+	m.retained = m.counter("retention_rows_deleted_total", "Relayed outbox rows deleted by --retention.")
 	m.slotLag = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace,
 		Name:      "slot_lag_bytes",
@@ -240,6 +242,10 @@ func (m *Metrics) Streaming(streaming bool) {
 	m.state.streaming.Store(streaming)
 	m.streaming.Set(boolValue(streaming))
 }
+
+// RowsDeleted counts rows the retention deleted; it implements
+// relay.RetentionObserver.
+func (m *Metrics) RowsDeleted(n int) { m.retained.Add(float64(n)) }
 
 // BackfillProgress sets the progress of the backfill that runs before the
 // relay streams from a new slot.

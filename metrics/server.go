@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
@@ -23,11 +24,24 @@ const (
 // Handler returns the HTTP handler of /metrics, /healthz and /readyz.
 // /healthz and /readyz return 200 or 503 with a one-line plain-text reason.
 func (m *Metrics) Handler(log zerolog.Logger) http.Handler {
+	return newHandler(m, log)
+}
+
+// Checks is what the HTTP server serves: a registry and the liveness and
+// readiness checks. *Metrics (the relay) and *Inbox (the consumer)
+// implement it.
+type Checks interface {
+	Registry() *prometheus.Registry
+	Live() (ok bool, reason string)
+	Ready() (ok bool, reason string)
+}
+
+func newHandler(m Checks, log zerolog.Logger) http.Handler {
 	mux := http.NewServeMux()
 
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{
 		ErrorLog:            promErrorLog{log: log},
-		Registry:            m.registry,
+		Registry:            m.Registry(),
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
@@ -76,7 +90,7 @@ type Server struct {
 // Listen binds addr (host:port) and serves m's handler on it in a new
 // goroutine. It fails at once when addr is invalid or in use. A serve error
 // after that is logged and ends the server, not the relay.
-func Listen(addr string, m *Metrics, log zerolog.Logger) (*Server, error) {
+func Listen(addr string, m Checks, log zerolog.Logger) (*Server, error) {
 	listener, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %q for metrics and health checks: %w", addr, err)
@@ -85,7 +99,7 @@ func Listen(addr string, m *Metrics, log zerolog.Logger) (*Server, error) {
 	log = log.With().Str("component", "http").Str("addr", listener.Addr().String()).Logger()
 	s := &Server{
 		http: &http.Server{
-			Handler:           m.Handler(log),
+			Handler:           newHandler(m, log),
 			ReadHeaderTimeout: readHeaderTimeout,
 			WriteTimeout:      writeTimeout,
 			IdleTimeout:       idleTimeout,

@@ -99,9 +99,10 @@ func readSettings(t *testing.T) settings {
 func TestSoak(t *testing.T) {
 	cfg := readSettings(t)
 	testenv.RequireLogical(t)
-	rows := int(cfg.duration.Seconds() * float64(cfg.rate))
-	t.Logf("soak: %s at %d rows/s (%d rows), a fault every %s on average, seed %d",
-		cfg.duration, cfg.rate, rows, cfg.faultInterval, cfg.seed)
+	plan := planBatches(rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x7717e)), int(cfg.duration.Seconds()*float64(cfg.rate)))
+	rows := plan.rows
+	t.Logf("soak: %s at %d rows/s plus %d transactions of %d rows (%d rows), a fault every %s on average, seed %d",
+		cfg.duration, cfg.rate, plan.largeCount, largeBatch, rows, cfg.faultInterval, cfg.seed)
 
 	pgURL := testenv.Database(t)
 	exchange, queue := testenv.Queue(t)
@@ -128,7 +129,7 @@ func TestSoak(t *testing.T) {
 	stopConsumer := consume(t, queue, stats)
 	defer stopConsumer()
 
-	writer := startWriter(pgURL, rows, cfg.rate, cfg.duration, stats, cfg.seed)
+	writer := startWriter(pgURL, plan, cfg.rate, cfg.duration, stats)
 
 	// Inject faults until the writer is done.
 	rng := rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x5eed))
@@ -208,10 +209,44 @@ func cleanEnv() []string {
 	return env
 }
 
-// writer inserts the rows n = 0 .. rows-1 on one connection, so commit
-// order is n order, at the given rate on average. Transactions contain 1 to
-// 20 rows, and about one in a hundred contains 2000, more than walrelay's
-// in-flight window, so that faults also hit partly confirmed transactions.
+// largeBatch is the size of the occasional large transaction: more than
+// walrelay's default in-flight window of 1000, so that faults also hit
+// partly confirmed transactions.
+const largeBatch = 2000
+
+// batchPlan is the writer's sequence of transaction sizes.
+type batchPlan struct {
+	sizes      []int
+	large      []bool // the transaction is a large one, written on top of the rate
+	rows       int
+	largeCount int
+}
+
+// planBatches plans transactions of 1 to 20 rows that add up to steadyRows,
+// with a transaction of largeBatch rows added after about one in 2000 of
+// them.
+func planBatches(rng *rand.Rand, steadyRows int) batchPlan {
+	var p batchPlan
+	for steady := 0; steady < steadyRows; {
+		size := min(1+rng.IntN(20), steadyRows-steady)
+		p.sizes = append(p.sizes, size)
+		p.large = append(p.large, false)
+		steady += size
+		p.rows += size
+
+		if rng.IntN(2000) == 0 {
+			p.sizes = append(p.sizes, largeBatch)
+			p.large = append(p.large, true)
+			p.rows += largeBatch
+			p.largeCount++
+		}
+	}
+	return p
+}
+
+// writer inserts the rows n = 0 .. rows-1 of a plan on one connection, so
+// commit order is n order. The small transactions follow the rate, and the
+// large ones go in at once, on top of it.
 type writer struct {
 	done       chan struct{}
 	lastLSN    string
@@ -219,9 +254,8 @@ type writer struct {
 	reconnects atomic.Int64
 }
 
-func startWriter(pgURL string, rows, rate int, duration time.Duration, stats *deliveryStats, seed uint64) *writer {
+func startWriter(pgURL string, plan batchPlan, rate int, duration time.Duration, stats *deliveryStats) *writer {
 	w := &writer{done: make(chan struct{})}
-	rng := rand.New(rand.NewPCG(seed, seed^0x7717e))
 
 	go func() {
 		defer close(w.done)
@@ -234,19 +268,20 @@ func startWriter(pgURL string, rows, rate int, duration time.Duration, stats *de
 			w.err = err
 			return
 		}
-		defer func() { conn.Close(context.Background()) }()
+		defer func() {
+			if conn != nil {
+				conn.Close(context.Background())
+			}
+		}()
 
 		started := time.Now()
-		for n := 0; n < rows; {
-			size := 1 + rng.IntN(20)
-			if rng.IntN(100) == 0 {
-				size = 2000
+		n, steady := 0, 0
+		for i, size := range plan.sizes {
+			if !plan.large[i] {
+				steady += size
+				due := started.Add(time.Duration(float64(steady) / float64(rate) * float64(time.Second)))
+				time.Sleep(time.Until(due))
 			}
-			size = min(size, rows-n)
-
-			// Wait until the schedule has room for the whole transaction.
-			due := started.Add(time.Duration(float64(n+size) / float64(rate) * float64(time.Second)))
-			time.Sleep(time.Until(due))
 
 			lsn, err := insertBatch(ctx, conn, n, size)
 			if err != nil {

@@ -1,15 +1,23 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/walrelay/walrelay/inbox"
+	"github.com/walrelay/walrelay/metrics"
 )
+
+// defaultInboxHTTPAddr is one port above the relay's default, so a relay
+// and an inbox consumer on one host do not collide.
+const defaultInboxHTTPAddr = "127.0.0.1:9189"
 
 func newInboxCommand(logs *logOptions) *cobra.Command {
 	var (
+		httpAddr string
 		cfg      inbox.Config
 		bindings []string
 		declare  bool
@@ -39,6 +47,22 @@ func newInboxCommand(logs *logOptions) *cobra.Command {
 			}
 			cfg.NoDeclareExchange = !declare
 
+			if httpAddr != "" {
+				m := metrics.NewInbox()
+				srv, err := metrics.Listen(httpAddr, m, log)
+				if err != nil {
+					return fmt.Errorf("%w: set --http-addr to a free host:port, or to an empty value to disable the server", err)
+				}
+				defer func() {
+					stopCtx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), httpStopTimeout)
+					defer cancel()
+					if err := srv.Close(stopCtx); err != nil {
+						log.Warn().Err(err).Msg("metrics and health server did not stop cleanly")
+					}
+				}()
+				cfg.Observer = m
+			}
+
 			c, err := inbox.New(cfg, log)
 			if err != nil {
 				return err
@@ -48,6 +72,8 @@ func newInboxCommand(logs *logOptions) *cobra.Command {
 	}
 
 	f := cmd.Flags()
+	f.StringVar(&httpAddr, "http-addr", defaultInboxHTTPAddr,
+		"host:port of the HTTP server for /metrics, /healthz and /readyz; empty disables it")
 	addPostgresFlag(cmd, &cfg.PostgresURL)
 	f.StringVar(&cfg.AMQPURL, "amqp-url", inbox.DefaultAMQPURL, "RabbitMQ URL")
 	f.StringVar(&cfg.Queue, "queue", "", "queue to consume, declared durable (required)")

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -44,7 +46,7 @@ func TestInboxEndToEndExactlyOnce(t *testing.T) {
 	proxiedURL.Host = brokerProxy.addr()
 	inboxArgs := func(amqpURL string) []string {
 		return []string{"inbox", "--pg-url", pgURL, "--amqp-url", amqpURL, "--queue", queue,
-			"--source", "e2e", "--prefetch", "10"}
+			"--source", "e2e", "--prefetch", "10", "--http-addr="}
 	}
 	inbox1 := startWalrelay(t, inboxArgs(proxiedURL.String())...)
 	inbox1.waitForLog(t, `"inbox consuming"`, 30*time.Second)
@@ -139,15 +141,25 @@ func TestInboxPythonTable(t *testing.T) {
 	relay := startWalrelay(t, "run", "--pg-url", pgURL, "--amqp-url", testenv.AMQPURL(),
 		"--exchange", exchange, "--declare-exchange=false", "--slot", slot, "--http-addr=")
 	relay.waitForLog(t, `"relay started"`, 60*time.Second)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	consumer := startWalrelay(t, "inbox", "--pg-url", pgURL, "--amqp-url", testenv.AMQPURL(),
-		"--queue", queue, "--source", "py-service", "--table", "py.inbox_messages")
+		"--queue", queue, "--source", "py-service", "--table", "py.inbox_messages", "--http-addr", httpAddr)
 	consumer.waitForLog(t, `"inbox consuming"`, 30*time.Second)
+	waitForHTTP(t, "http://"+httpAddr+"/readyz", http.StatusOK, 10*time.Second)
 
 	insertOutboxRows(t, db, 1, 200)
 	countPy := func(n int) bool {
 		return queryInboxInt(t, db, `SELECT count(*) FROM py.inbox_messages`) == n
 	}
 	waitForInboxRows(t, db, "200 rows in py.inbox_messages", 30*time.Second, func(int) bool { return countPy(200) })
+
+	families := scrape(t, "http://"+httpAddr+"/metrics")
+	if got := metricValue(families, "walrelay_inbox_messages_recorded_total"); got != 200 {
+		t.Errorf("walrelay_inbox_messages_recorded_total = %v, want 200", got)
+	}
+	if got := metricValue(families, "walrelay_inbox_connected"); got != 1 {
+		t.Errorf("walrelay_inbox_connected = %v, want 1", got)
+	}
 
 	if code := consumer.stop(t, 30*time.Second); code != 0 {
 		t.Fatalf("inbox exit code = %d, want 0; stderr:\n%s", code, consumer.stderr.String())
