@@ -31,6 +31,12 @@ type Checkpoint struct {
 
 	// Backfill is the backfill still owed, or nil.
 	Backfill *Backfill
+
+	// HeadCommitLSN and HeadConfirmed describe the oldest unfinished
+	// transaction when the checkpoint was stored: its commit LSN and how
+	// many of its leading messages the broker had confirmed. Zero when none.
+	HeadCommitLSN pglogrepl.LSN
+	HeadConfirmed int64
 }
 
 // Backfill is an unfinished backfill: the rows of the outbox table that the
@@ -66,20 +72,22 @@ func NewStore(db Querier) *Store {
 // Load returns the checkpoint of slot; found is false when none is stored.
 func (s *Store) Load(ctx context.Context, slot string) (cp Checkpoint, found bool, err error) {
 	var (
-		flushed                   string
-		createdLSN, mode, afterID *string
-		commitTime, createdAt     *time.Time
-		since, until, afterTime   *time.Time
-		totalTxns                 *int64
+		flushed                            string
+		createdLSN, mode, afterID, headLSN *string
+		headConfirmed                      *int64
+		commitTime, createdAt              *time.Time
+		since, until, afterTime            *time.Time
+		totalTxns                          *int64
 	)
 
 	err = s.db.QueryRow(ctx, `
 		SELECT slot_name, system_identifier, timeline, flushed_lsn::text, last_commit_time, updated_at,
 		       slot_total_txns, slot_created_at, slot_created_lsn::text,
-		       backfill_mode, backfill_since, backfill_until, backfill_after_time, backfill_after_id
+		       backfill_mode, backfill_since, backfill_until, backfill_after_time, backfill_after_id,
+		       head_commit_lsn::text, head_confirmed
 		FROM walrelay_checkpoints WHERE slot_name = $1`, slot,
 	).Scan(&cp.Slot, &cp.SystemIdentifier, &cp.Timeline, &flushed, &commitTime, &cp.UpdatedAt,
-		&totalTxns, &createdAt, &createdLSN, &mode, &since, &until, &afterTime, &afterID)
+		&totalTxns, &createdAt, &createdLSN, &mode, &since, &until, &afterTime, &afterID, &headLSN, &headConfirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Checkpoint{}, false, nil
 	}
@@ -95,6 +103,12 @@ func (s *Store) Load(ctx context.Context, slot string) (cp Checkpoint, found boo
 		if cp.SlotCreatedLSN, err = pglogrepl.ParseLSN(*createdLSN); err != nil {
 			return Checkpoint{}, false, fmt.Errorf("load checkpoint of slot %q: stored LSN %q: %w", slot, *createdLSN, err)
 		}
+	}
+	if headLSN != nil && headConfirmed != nil {
+		if cp.HeadCommitLSN, err = pglogrepl.ParseLSN(*headLSN); err != nil {
+			return Checkpoint{}, false, fmt.Errorf("load checkpoint of slot %q: stored LSN %q: %w", slot, *headLSN, err)
+		}
+		cp.HeadConfirmed = *headConfirmed
 	}
 	cp.LastCommitTime = utc(commitTime)
 	cp.SlotCreatedAt = utc(createdAt)
@@ -118,16 +132,20 @@ func (s *Store) Load(ctx context.Context, slot string) (cp Checkpoint, found boo
 func (s *Store) Save(ctx context.Context, cp Checkpoint) error {
 	_, err := s.db.Exec(ctx, `
 		INSERT INTO walrelay_checkpoints
-			(slot_name, system_identifier, timeline, flushed_lsn, last_commit_time, slot_total_txns, updated_at)
-		VALUES ($1, $2, $3, $4::pg_lsn, $5, $6, now())
+			(slot_name, system_identifier, timeline, flushed_lsn, last_commit_time, slot_total_txns,
+			 head_commit_lsn, head_confirmed, updated_at)
+		VALUES ($1, $2, $3, $4::pg_lsn, $5, $6, $7::pg_lsn, $8, now())
 		ON CONFLICT (slot_name) DO UPDATE SET
 			system_identifier = EXCLUDED.system_identifier,
 			timeline = EXCLUDED.timeline,
 			flushed_lsn = EXCLUDED.flushed_lsn,
 			last_commit_time = COALESCE(EXCLUDED.last_commit_time, walrelay_checkpoints.last_commit_time),
 			slot_total_txns = COALESCE(EXCLUDED.slot_total_txns, walrelay_checkpoints.slot_total_txns),
+			head_commit_lsn = EXCLUDED.head_commit_lsn,
+			head_confirmed = EXCLUDED.head_confirmed,
 			updated_at = now()`,
-		cp.Slot, cp.SystemIdentifier, cp.Timeline, cp.Flushed.String(), nullTime(cp.LastCommitTime), nullInt(cp.SlotTotalTxns))
+		cp.Slot, cp.SystemIdentifier, cp.Timeline, cp.Flushed.String(), nullTime(cp.LastCommitTime), nullInt(cp.SlotTotalTxns),
+		nullLSN(cp.HeadCommitLSN), nullInt(cp.HeadConfirmed))
 	if err != nil {
 		return fmt.Errorf("save checkpoint of slot %q at %s: %w", cp.Slot, cp.Flushed, err)
 	}
@@ -164,6 +182,8 @@ func (s *Store) SaveCreatedSlot(ctx context.Context, cp Checkpoint, backfill *Ba
 			backfill_until = EXCLUDED.backfill_until,
 			backfill_after_time = NULL,
 			backfill_after_id = NULL,
+			head_commit_lsn = NULL,
+			head_confirmed = NULL,
 			updated_at = now()`,
 		cp.Slot, cp.SystemIdentifier, cp.Timeline, cp.Flushed.String(), mode, since, until)
 	if err != nil {
@@ -212,6 +232,14 @@ func nullTime(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+func nullLSN(lsn pglogrepl.LSN) *string {
+	if lsn == 0 {
+		return nil
+	}
+	s := lsn.String()
+	return &s
 }
 
 func nullInt(n int64) *int64 {

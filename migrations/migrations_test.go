@@ -23,6 +23,7 @@ var allApplied = []Applied{
 	{Set: SetEventForge, Version: 4, Source: "00004_add_inbox_recovery_fields.sql"},
 	{Set: SetWalrelay, Version: 1, Source: "00001_create_checkpoints.sql"},
 	{Set: SetWalrelay, Version: 2, Source: "00002_add_backfill_state.sql"},
+	{Set: SetWalrelay, Version: 3, Source: "00003_add_head_progress.sql"},
 }
 
 func assertApplied(t *testing.T, got, want []Applied) {
@@ -66,8 +67,8 @@ func TestUpTwiceAppliesOnce(t *testing.T) {
 	if got := appliedVersions(t, conn, "walrelay_eventforge_migrations"); strings.Join(got, ",") != "1,2,3,4" {
 		t.Errorf("walrelay_eventforge_migrations versions = %v, want 1,2,3,4", got)
 	}
-	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1,2" {
-		t.Errorf("walrelay_migrations versions = %v, want 1,2", got)
+	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1,2,3" {
+		t.Errorf("walrelay_migrations versions = %v, want 1,2,3", got)
 	}
 }
 
@@ -187,8 +188,8 @@ func TestUpConcurrentCallsApplyOnce(t *testing.T) {
 	if got := appliedVersions(t, conn, "walrelay_eventforge_migrations"); strings.Join(got, ",") != "1,2,3,4" {
 		t.Errorf("walrelay_eventforge_migrations versions = %v, want each of 1,2,3,4 once", got)
 	}
-	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1,2" {
-		t.Errorf("walrelay_migrations versions = %v, want each of 1,2 once", got)
+	if got := appliedVersions(t, conn, "walrelay_migrations"); strings.Join(got, ",") != "1,2,3" {
+		t.Errorf("walrelay_migrations versions = %v, want each of 1,2,3 once", got)
 	}
 }
 

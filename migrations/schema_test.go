@@ -212,6 +212,8 @@ func TestUpWalrelaySetOnly(t *testing.T) {
 		{"backfill_after_time", "timestamp with time zone", false, ""},
 		{"backfill_after_id", "text", false, ""},
 		{"slot_total_txns", "bigint", false, ""},
+		{"head_commit_lsn", "pg_lsn", false, ""},
+		{"head_confirmed", "bigint", false, ""},
 	})
 
 	primaryKey := queryStrings(t, conn, `

@@ -38,6 +38,10 @@ type Relay struct {
 	// resume carries what the last session confirmed into the next one.
 	resume checkpoint.Resume
 
+	// resumeLoaded is set once the first session has taken resume from the
+	// stored checkpoint.
+	resumeLoaded bool
+
 	// startLSNApplied is set once a session started at Config.StartLSN, so
 	// later sessions resume normally.
 	startLSNApplied bool

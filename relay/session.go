@@ -192,6 +192,17 @@ func (s *session) connect(ctx context.Context) error {
 		return err
 	}
 
+	// A new process continues from the stored checkpoint: the position,
+	// and the confirmed part of the transaction a crash interrupted.
+	if !s.r.resumeLoaded && haveCheckpoint {
+		s.r.resume = checkpoint.Resume{
+			Flushed:       checkpoint.Position{LSN: cp.Flushed, CommitTime: cp.LastCommitTime},
+			HeadCommitLSN: cp.HeadCommitLSN,
+			HeadConfirmed: int(cp.HeadConfirmed),
+		}
+	}
+	s.r.resumeLoaded = true
+
 	s.start = max(slot.ConfirmedFlush, s.r.resume.Flushed.LSN)
 	if cfg.StartLSN != 0 && !s.r.startLSNApplied {
 		if cfg.StartLSN < slot.ConfirmedFlush {
@@ -269,15 +280,19 @@ func (s *session) saveCheckpoint(ctx context.Context, totalTxns int64) error {
 		s.store = checkpoint.NewStore(db)
 	}
 
-	flushed := s.ledger.Flushed()
+	// One Resume call gives the position and the unfinished transaction's
+	// progress as of the same instant.
+	resume := s.ledger.Resume()
 
 	return s.store.Save(ctx, checkpoint.Checkpoint{
 		Slot:             s.r.cfg.Slot,
 		SystemIdentifier: s.system.SystemID,
 		Timeline:         s.system.Timeline,
-		Flushed:          flushed.LSN,
-		LastCommitTime:   flushed.CommitTime,
+		Flushed:          resume.Flushed.LSN,
+		LastCommitTime:   resume.Flushed.CommitTime,
 		SlotTotalTxns:    totalTxns,
+		HeadCommitLSN:    resume.HeadCommitLSN,
+		HeadConfirmed:    int64(resume.HeadConfirmed),
 	})
 }
 
@@ -299,7 +314,7 @@ func (s *session) checkpointLoop(ctx context.Context) error {
 		totalTxns := s.reportSlotLag(ctx)
 
 		flushed := s.ledger.Flushed().LSN
-		if flushed == saved {
+		if flushed == saved && s.ledger.InFlight() == 0 {
 			continue
 		}
 		if err := s.saveCheckpoint(ctx, totalTxns); err != nil {

@@ -64,8 +64,10 @@ func TestCrashMidTransaction(t *testing.T) {
 			t.Fatalf("row n=%d, confirmed before the crash, was delivered %d times", n, tl.counts[n])
 		}
 	}
-	if tl.counts[crashEdgeRows] < 2 {
-		t.Errorf("first row of the crashed transaction delivered %d time(s), want a replay from the transaction start",
+	// The checkpoint stores how much of the unfinished transaction the
+	// broker had confirmed, so the restart skips that part of the replay.
+	if tl.counts[crashEdgeRows] != 1 {
+		t.Errorf("first row of the crashed transaction delivered %d times, want once: the stored progress was not used",
 			tl.counts[crashEdgeRows])
 	}
 	if dups > bigRows {
@@ -114,8 +116,8 @@ func TestCrashDuringCopy(t *testing.T) {
 			t.Fatalf("row n=%d, confirmed before the crash, was delivered %d times", n, tl.counts[n])
 		}
 	}
-	if tl.counts[crashEdgeRows] < 2 {
-		t.Errorf("first copied row delivered %d time(s), want a replay from the transaction start", tl.counts[crashEdgeRows])
+	if tl.counts[crashEdgeRows] != 1 {
+		t.Errorf("first copied row delivered %d times, want once: the stored progress was not used", tl.counts[crashEdgeRows])
 	}
 	if dups > copyRows {
 		t.Errorf("%d duplicates, want at most the %d rows of the COPY", dups, copyRows)
