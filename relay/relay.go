@@ -21,7 +21,7 @@ import (
 
 // healthySession is how long a session must run before a failure starts
 // the backoff from its initial delay again.
-const healthySession = 30 * time.Second
+const healthySession = 5 * time.Second
 
 // Relay relays outbox inserts from one slot to the broker.
 type Relay struct {
