@@ -164,6 +164,10 @@ type RowError struct {
 	// Begin and Commit.
 	LSN        pglogrepl.LSN
 	Standalone bool
+
+	// Logical is true when the input is a logical decoding message rather
+	// than a table row, so there is no row to fix.
+	Logical bool
 }
 
 // Error names the row id and the column, for example

@@ -353,6 +353,7 @@ func (d *Decoder) decodeMessage(r *reader) (Event, error) {
 			rowErr.Raw, _ = json.Marshal(string(content))
 			rowErr.LSN = lsn
 			rowErr.Standalone = !transactional
+			rowErr.Logical = true
 		}
 		return Event{}, err
 	}

@@ -108,6 +108,13 @@ const (
 	maxBatch = 1000
 )
 
+// Validate returns the error New would return for c, without connecting to
+// anything.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults returns c with every zero field set to its default, and
 // validates the result.
 func (c Config) withDefaults() (Config, error) {

@@ -175,6 +175,13 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 )
 
+// Validate returns the error New would return for c, without connecting to
+// anything.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults returns c with every zero field set to its default, and
 // validates the result.
 func (c Config) withDefaults() (Config, error) {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/walrelay/walrelay/outbox"
 )
@@ -25,6 +26,7 @@ type deadLetter struct {
 	messageID string
 	raw       []byte
 	lsn       string
+	timestamp time.Time // commit time of the row's transaction
 }
 
 // publishing builds the dead-letter message. A returned message keeps its
@@ -66,6 +68,7 @@ func (d *deadLetter) publishing(exchange string) outbox.Publishing {
 		Exchange:    exchange,
 		RoutingKey:  reasonInvalid,
 		MessageID:   d.messageID,
+		Timestamp:   d.timestamp,
 		ContentType: outbox.ContentType,
 		Headers: map[string]any{
 			"x-walrelay-reason": d.reason,

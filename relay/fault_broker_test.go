@@ -287,3 +287,37 @@ func memoryWatermark(t *testing.T) []string {
 	}
 	return []string{value}
 }
+
+func TestInvalidLogicalMessage(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config()
+	run := start(t, cfg)
+
+	testenv.Exec(t, f.pgURL, `SELECT pg_logical_emit_message(true, 'walrelay', 'not json')`)
+
+	// A WAL message cannot be fixed: the error says how to set it aside.
+	err := run.wait(t, 30*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "--on-invalid=dead-letter") || !strings.Contains(err.Error(), "--start-lsn") {
+		t.Fatalf("Run returned %v, want an error naming --on-invalid=dead-letter and --start-lsn", err)
+	}
+
+	dlx, dlq := testenv.Queue(t)
+	cfg.OnInvalid = PolicyDeadLetter
+	cfg.DeadLetterExchange = dlx
+	start(t, cfg)
+	dead := testenv.Consume(t, dlq)
+
+	d := dead.Next(t, 30*time.Second)
+	if !strings.HasPrefix(d.MessageId, "lsn:") {
+		t.Errorf("dead letter message id = %q, want one derived from the LSN", d.MessageId)
+	}
+	if d.Timestamp.IsZero() {
+		t.Error("dead letter has no timestamp; want the commit time")
+	}
+	var body struct {
+		Row string `json:"row"`
+	}
+	if err := json.Unmarshal(d.Body, &body); err != nil || body.Row != "not json" {
+		t.Errorf("dead letter body %s: want the message content as the row (error %v)", d.Body, err)
+	}
+}

@@ -175,11 +175,12 @@ func (s *session) confirmLoop(ctx context.Context) error {
 func (s *session) handleReturn(c sink.Confirmation, slot inflight) error {
 	reason := fmt.Sprintf("exchange %q, routing key %q: %d %s", c.Exchange, c.RoutingKey, c.ReplyCode, c.ReplyText)
 
+	if slot.deadLettered {
+		return fmt.Errorf("dead-letter message %q is unroutable: %s; bind a queue to the dead-letter exchange %q",
+			c.MessageID, reason, s.r.cfg.DeadLetterExchange)
+	}
 	if s.r.cfg.OnUnroutable != PolicyDeadLetter || slot.pub == nil {
 		return fmt.Errorf("message %q is unroutable: %s; bind a queue, or set --on-unroutable=dead-letter", c.MessageID, reason)
-	}
-	if slot.deadLettered {
-		return fmt.Errorf("dead-letter message %q is unroutable: %s; bind a queue to the dead-letter exchange", c.MessageID, reason)
 	}
 
 	s.r.log.Error().Str("message_id", c.MessageID).Str("exchange", c.Exchange).Str("routing_key", c.RoutingKey).

@@ -139,7 +139,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		attempt++
 		delay := retry.NextBackOff()
-		r.log.Warn().Err(err).Int("attempt", attempt).Dur("delay", delay).
+		r.log.Warn().Err(err).Int("attempt", attempt).Stringer("delay", delay).
 			Str("lsn", r.resume.Flushed.LSN.String()).Msg("relay session failed; retrying")
 
 		select {
@@ -173,7 +173,7 @@ func (r *Relay) setup(ctx context.Context) error {
 		return err
 	}
 	notify := func(err error, delay time.Duration) {
-		r.log.Warn().Err(err).Int("attempt", attempt).Dur("delay", delay).Msg("setup failed; retrying")
+		r.log.Warn().Err(err).Int("attempt", attempt).Stringer("delay", delay).Msg("setup failed; retrying")
 	}
 
 	err := backoff.RetryNotify(op, backoff.WithContext(retry, ctx), notify)

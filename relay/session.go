@@ -182,7 +182,12 @@ func (s *session) connect(ctx context.Context) error {
 		return err
 	}
 
-	info := replication.ServerInfo{Database: db.Config().Database}
+	// The URL may name no database (the server then takes the user's), so
+	// ask the server.
+	info := replication.ServerInfo{}
+	if err := db.QueryRow(ctx, `SELECT current_database()`).Scan(&info.Database); err != nil {
+		return fmt.Errorf("query the current database: %w", err)
+	}
 	if err := s.r.checkSlot(ctx, db, slot, info, s.system.SystemID, cp, haveCheckpoint); err != nil {
 		return permanent(err)
 	}

@@ -219,7 +219,11 @@ func (r *Relay) resumeBackfill(ctx context.Context, store *checkpoint.Store, cp 
 	if bf.Until.IsZero() {
 		bf.Until = cp.SlotCreatedAt
 	}
-	r.log.Info().Time("after", bf.AfterTime).Str("after_id", bf.AfterID).Msg("resuming an interrupted backfill")
+	if bf.AfterID == "" {
+		r.log.Info().Msg("starting the backfill owed since the slot was created")
+	} else {
+		r.log.Info().Time("after", bf.AfterTime).Str("after_id", bf.AfterID).Msg("resuming an interrupted backfill after the last confirmed row")
+	}
 
 	if err := r.runBackfill(ctx, store, &bf, ""); err != nil {
 		return err
@@ -270,7 +274,11 @@ func (r *Relay) runBackfill(ctx context.Context, store *checkpoint.Store, bf *ch
 	if err != nil {
 		return err
 	}
-	r.log.Info().Int64("rows", total).Str("mode", bf.Mode).Time("since", bf.Since).Msg("backfill started")
+	event := r.log.Info().Int64("rows", total).Str("mode", bf.Mode)
+	if !bf.Since.IsZero() {
+		event = event.Time("since", bf.Since)
+	}
+	event.Msg("backfill started")
 
 	pub, err := r.dialBroker(ctx)
 	if err != nil {

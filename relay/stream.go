@@ -113,7 +113,12 @@ func (s *session) handleWAL(st *streamState, msg replication.Message) error {
 			if s.r.cfg.OnInvalid == PolicyDeadLetter {
 				return s.enqueueInvalid(st, rowErr)
 			}
-			return permanent(fmt.Errorf("halting at %s: %w; fix or remove the row, then restart walrelay", msg.WALStart, err))
+			if rowErr.Logical {
+				return permanent(fmt.Errorf("halting at %s: %w; a logical decoding message cannot be changed, so restart walrelay "+
+					"with --on-invalid=dead-letter --dead-letter-exchange NAME to set it aside, or with --start-lsn past %s to skip it",
+					msg.WALStart, err, msg.WALStart))
+			}
+			return permanent(fmt.Errorf("halting at %s: %w; fix the row (or set --on-invalid=dead-letter), then restart walrelay", msg.WALStart, err))
 		}
 		return permanent(fmt.Errorf("decode pgoutput message at %s: %w", msg.WALStart, err))
 	}
@@ -244,7 +249,13 @@ func (s *session) enqueueInvalid(st *streamState, rowErr *decode.RowError) error
 			messageID: rowErr.RowID,
 			raw:       rowErr.Raw,
 			lsn:       rowErr.LSN.String(),
+			timestamp: st.commitTime,
 		},
+	}
+	if item.deadLetter.messageID == "" {
+		// No id could be read: name the dead letter by its WAL position,
+		// which is stable across replays.
+		item.deadLetter.messageID = "lsn:" + rowErr.LSN.String()
 	}
 
 	if rowErr.Standalone {
@@ -263,9 +274,9 @@ func (s *session) enqueueInvalid(st *streamState, rowErr *decode.RowError) error
 	item.seq = seq
 	s.queue <- item
 
-	s.r.log.Error().Str("message_id", rowErr.RowID).Str("lsn", rowErr.LSN.String()).Str("column", rowErr.Column).
+	s.r.log.Error().Str("message_id", item.deadLetter.messageID).Str("lsn", rowErr.LSN.String()).Str("column", rowErr.Column).
 		Bool("dead_lettered", true).Str("dead_letter_exchange", s.r.cfg.DeadLetterExchange).Err(rowErr).
-		Msg("invalid outbox row sent to the dead-letter exchange")
+		Msg("publishing an invalid outbox row to the dead-letter exchange instead of relaying it")
 
 	if rowErr.Standalone {
 		_, err = s.ledger.Commit(rowErr.LSN + 1)

@@ -143,7 +143,8 @@ func (s *Stream) Start(ctx context.Context, slot string, publications []string, 
 	err := pglogrepl.StartReplication(ctx, s.conn, slot, start, pglogrepl.StartReplicationOptions{PluginArgs: args})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55006" {
-		return fmt.Errorf("start replication on slot %q: %w: %s", slot, ErrSlotActive, pgErr.Message)
+		return fmt.Errorf("start replication on slot %q: %w: %s; another walrelay or client streams from the slot, "+
+			"and this process retries as a standby until the slot is free", slot, ErrSlotActive, pgErr.Message)
 	}
 	if errors.As(err, &pgErr) && pgErr.Code == "42704" {
 		return fmt.Errorf("start replication on slot %q: %w", slot, ErrSlotNotFound)

@@ -47,6 +47,11 @@ func newInboxCommand(logs *logOptions) *cobra.Command {
 			}
 			cfg.NoDeclareExchange = !declare
 
+			// Reject bad settings before the HTTP server binds its port.
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+
 			if httpAddr != "" {
 				m := metrics.NewInbox()
 				srv, err := metrics.Listen(httpAddr, m, log)

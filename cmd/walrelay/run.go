@@ -56,6 +56,11 @@ func newRunCommand(logs *logOptions) *cobra.Command {
 				cfg.Columns = decode.DebeziumColumns()
 			}
 
+			// Reject bad settings before the HTTP server binds its port.
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+
 			observer, stopHTTP, err := startHTTP(cmd.Context(), httpAddr, log)
 			if err != nil {
 				return err

@@ -144,8 +144,15 @@ func collectStatus(ctx context.Context, pgURL, slotName, publication string) (st
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 
+	// The URL may name no database (the server then takes the user's), so
+	// ask the server.
+	var database string
+	if err := db.QueryRow(ctx, `SELECT current_database()`).Scan(&database); err != nil {
+		return statusReport{}, fmt.Errorf("query the current database: %w", err)
+	}
+
 	report := statusReport{
-		Database:    db.Config().Database,
+		Database:    database,
 		Slot:        slotStatus{Name: slotName},
 		Publication: publicationStatus{Name: publication, Tables: []string{}},
 	}
