@@ -129,9 +129,11 @@ var ErrSlotActive = errors.New("replication slot is active")
 // version 1, the given publications and logical decoding messages enabled.
 // The server starts from the slot's confirmed_flush_lsn when start is older.
 func (s *Stream) Start(ctx context.Context, slot string, publications []string, start pglogrepl.LSN) error {
+	// pgoutput splits publication_names like an identifier list: unquoted
+	// names are folded to lower case, so each is quoted as an identifier.
 	quoted := make([]string, len(publications))
 	for i, p := range publications {
-		quoted[i] = strings.ReplaceAll(p, ",", "")
+		quoted[i] = quoteIdent(p)
 	}
 
 	args := []string{
