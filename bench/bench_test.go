@@ -305,3 +305,41 @@ func isNotFound(err error) bool {
 	var amqpErr *amqp.Error
 	return errors.As(err, &amqpErr) && amqpErr.Code == amqp.NotFound
 }
+
+// TestCPUAloneMeasuresPolling runs the cpu scenario without the polling
+// scenario, which then measures the polling relay's CPU itself.
+func TestCPUAloneMeasuresPolling(t *testing.T) {
+	testenv.RequireLogical(t)
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	rep, err := Run(ctx, Config{
+		PostgresURL: testenv.AdminURL(),
+		AMQPURL:     testenv.AMQPURL(),
+		Rows:        1000,
+		Scenarios:   []string{ScenarioCPU},
+		Executable:  exe,
+		childEnv:    []string{childEnvVar + "=1"},
+	}, zerolog.New(io.Discard))
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	checkCleanedUp(t, rep.RunID)
+
+	if rep.CPU == nil || rep.CPU.Walrelay == nil || rep.CPU.Polling == nil {
+		t.Fatalf("CPU figures missing: %+v", rep.CPU)
+	}
+	if rep.CPU.Polling.Messages != 1000 {
+		t.Errorf("polling relayed %d messages, want 1000", rep.CPU.Polling.Messages)
+	}
+	positive(t, "polling relay CPU per 100k", rep.CPU.Polling.RelayCPUMSPer100k)
+	if len(rep.Polling) != 0 || rep.Backlog != nil {
+		t.Errorf("scenarios other than cpu ran: polling %d, backlog %v", len(rep.Polling), rep.Backlog)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/walrelay/walrelay/metrics"
 	"github.com/walrelay/walrelay/relay"
 )
 
@@ -69,10 +70,12 @@ func runRelayChild(ctx context.Context, args []string, log zerolog.Logger) error
 	fs.StringVar(&cfg.Slot, "slot", "", "")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "")
 	fs.String("log-level", "", "")
+	fs.String("http-addr", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg.NoDeclareExchange = !declare
+	cfg.Observer = metrics.New(metrics.Config{})
 
 	r, err := relay.New(cfg, log)
 	if err != nil {

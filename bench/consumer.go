@@ -51,7 +51,8 @@ type receiver struct {
 	finished chan struct{} // closed when the consuming goroutine returns
 }
 
-// receive starts consuming the run's queue, with automatic acks.
+// receive starts consuming the run's queue, with automatic acks. It fails
+// while another receiver of the run still consumes.
 func (e *env) receive(c clock, base int64, want int, counting bool) (*receiver, error) {
 	ch, err := e.amqp.Channel()
 	if err != nil {
@@ -73,7 +74,8 @@ func (e *env) receive(c clock, base int64, want int, counting bool) (*receiver, 
 		r.receipts = make([]time.Duration, want)
 	}
 
-	r.deliveries, err = ch.Consume(e.queue, r.tag, true, false, false, false, nil)
+	// An exclusive consumer: a second one would take every other message.
+	r.deliveries, err = ch.Consume(e.queue, r.tag, true, true, false, false, nil)
 	if err != nil {
 		_ = ch.Close()
 		return nil, fmt.Errorf("consume queue %s: %w", e.queue, err)

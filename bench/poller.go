@@ -73,6 +73,11 @@ func RunPoller(ctx context.Context, cfg PollerConfig, log zerolog.Logger) error 
 	}
 	pgCfg.RuntimeParams["application_name"] = pollerAppName
 
+	// Plan every poll with the table's current statistics, not with a
+	// generic plan cached at the first polls, when the table may have
+	// looked empty.
+	pgCfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+
 	// The batches run to their end whatever ctx does, so a stop never
 	// leaves published rows unmarked.
 	work := context.WithoutCancel(ctx)

@@ -55,6 +55,9 @@ func (r *runner) pollingDrain(ctx context.Context, interval time.Duration) (*Dra
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := e.analyze(ctx); err != nil {
+		return nil, nil, err
+	}
 
 	before, err := e.counts(ctx)
 	if err != nil {
@@ -72,7 +75,7 @@ func (r *runner) pollingDrain(ctx context.Context, interval time.Duration) (*Dra
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := recv.wait(ctx, idleTimeout, c.done); err != nil {
+	if err := c.await(ctx, recv); err != nil {
 		return nil, nil, errors.Join(err, c.stop())
 	}
 	elapsed := recv.last - start
@@ -103,10 +106,12 @@ func (r *runner) pollingDrain(ctx context.Context, interval time.Duration) (*Dra
 
 // pollingLatency runs the latency steps against the polling relay. Each
 // step has its own relay process, so that the table counters it flushes at
-// exit belong to that step alone.
+// exit belong to that step alone. The table keeps the rows the backlog
+// drain published, so that it looks like an outbox in steady use: many
+// published rows, few pending ones, and statistics that match.
 func (r *runner) pollingLatency(ctx context.Context, interval time.Duration) ([]LatencyStep, error) {
 	e := r.env
-	if err := e.reset(ctx); err != nil {
+	if err := e.analyze(ctx); err != nil {
 		return nil, err
 	}
 

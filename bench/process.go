@@ -87,6 +87,15 @@ func (c *child) stop() error {
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
 
+// await waits for the receiver's messages while the process runs. On
+// failure the error carries the end of the process's output.
+func (c *child) await(ctx context.Context, recv *receiver) error {
+	if err := recv.wait(ctx, idleTimeout, c.done); err != nil {
+		return fmt.Errorf("%w; %s output so far: %s", err, c.name, c.output)
+	}
+	return nil
+}
+
 // procCPU returns the user plus system CPU time of process pid so far.
 func procCPU(pid int) (time.Duration, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -8,8 +8,11 @@ import (
 )
 
 // startRelayProcess starts `walrelay run` on slot as a separate process.
+// Its metrics and health server listens on a free loopback port, so that it
+// collects its metrics as by default without clashing with another relay.
 func (r *runner) startRelayProcess(slot string) (*child, error) {
 	return r.startChild("walrelay run", "run",
+		"--http-addr", "127.0.0.1:0",
 		"--exchange", r.env.exchange,
 		"--declare-exchange=false",
 		"--table", outboxTable,
@@ -58,13 +61,14 @@ func (r *runner) cpu(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := recv.wait(ctx, idleTimeout, c.done); err != nil {
+	if err := c.await(ctx, recv); err != nil {
 		return errors.Join(err, c.stop())
 	}
 	walrelay, err := r.measureCPU(ctx, c, n, recv.last-start)
 	if err := errors.Join(err, c.stop()); err != nil {
 		return err
 	}
+	recv.stop()
 
 	cost := &CPUCost{Walrelay: walrelay}
 	if len(r.report.Polling) > 0 {
@@ -126,7 +130,7 @@ func (r *runner) rss(ctx context.Context) (err error) {
 	}
 	committed := r.clock.now()
 
-	if err := recv.wait(ctx, idleTimeout, c.done); err != nil {
+	if err := c.await(ctx, recv); err != nil {
 		return err
 	}
 	peak, err := procPeakRSS(c.pid())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/walrelay/walrelay/metrics"
 	"github.com/walrelay/walrelay/relay"
 )
 
@@ -20,7 +21,8 @@ type inProcess struct {
 
 // startRelay starts a relay on slot and returns once it streams, so that
 // every row committed afterwards is relayed. The slot is created when it is
-// missing.
+// missing. The relay records its metrics as `walrelay run` does, without
+// serving them.
 func (r *runner) startRelay(ctx context.Context, slot string) (*inProcess, error) {
 	log := r.log.With().Str("component", "relay").Logger()
 	log = log.Level(max(zerolog.WarnLevel, r.log.GetLevel()))
@@ -34,6 +36,7 @@ func (r *runner) startRelay(ctx context.Context, slot string) (*inProcess, error
 		Publication:       publication,
 		Slot:              slot,
 		MaxInFlight:       r.cfg.MaxInFlight,
+		Observer:          metrics.New(metrics.Config{}),
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("configure the relay: %w", err)
