@@ -33,39 +33,66 @@ func (s *session) publishLoop(ctx context.Context) error {
 			}
 		}
 
-		if item.deadLetter != nil {
-			if err := s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true); err != nil {
-				return err
-			}
-			continue
-		}
-
-		pub, err := outbox.Encode(&item.msg, enc, time.Now())
-		if err != nil {
-			s.r.cfg.Observer.Invalid()
-			if s.r.cfg.OnInvalid != PolicyDeadLetter {
-				return permanent(fmt.Errorf("halting: outbox row id %q: %w; fix or remove the row, then restart walrelay", item.msg.ID, err))
-			}
-			item.deadLetter = &deadLetter{reason: reasonInvalid, errorText: err.Error(), messageID: item.msg.ID, raw: item.msg.Payload}
-			if err := s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true); err != nil {
-				return err
-			}
-			continue
-		}
-		if pub.Delay > 0 && !pub.Delayed {
-			delayWarn.Warn().Str("message_id", pub.MessageID).Dur("delay", pub.Delay).
-				Msg("message asks for a delay but no delayed-message exchange is configured; published at once")
-		}
-
-		slot := &s.inflight[item.seq%uint64(len(s.inflight))]
-		slot.pub = nil
-		if keepForDeadLetter {
-			slot.pub = &pub
-		}
-		if err := s.publish(ctx, item, pub, false); err != nil {
+		if err := s.publishBurst(ctx, item, enc, delayWarn, keepForDeadLetter); err != nil {
 			return err
 		}
 	}
+}
+
+// burstMax bounds the messages sent with one write, so a long backlog
+// still reaches the broker in steady pieces.
+const burstMax = 256
+
+// publishBurst publishes item and whatever else is already queued, up to
+// burstMax, with the broker socket corked, so the burst costs one write.
+func (s *session) publishBurst(ctx context.Context, item queued, enc outbox.EncodeConfig, delayWarn zerolog.Logger, keep bool) error {
+	s.pub.Cork()
+	for n := 0; ; n++ {
+		if err := s.publishItem(ctx, item, enc, delayWarn, keep); err != nil {
+			_ = s.pub.Uncork()
+			return err
+		}
+		if n+1 >= burstMax || len(s.queue) == 0 {
+			break
+		}
+		next, ok := <-s.queue
+		if !ok {
+			break
+		}
+		item = next
+	}
+	if err := s.pub.Uncork(); err != nil {
+		return fmt.Errorf("send published messages: %w", err)
+	}
+	return nil
+}
+
+// publishItem encodes and publishes one queued item.
+func (s *session) publishItem(ctx context.Context, item queued, enc outbox.EncodeConfig, delayWarn zerolog.Logger, keepForDeadLetter bool) error {
+	if item.deadLetter != nil {
+		return s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true)
+	}
+
+	pub, err := outbox.Encode(&item.msg, enc, time.Now())
+	if err != nil {
+		s.r.cfg.Observer.Invalid()
+		if s.r.cfg.OnInvalid != PolicyDeadLetter {
+			return permanent(fmt.Errorf("halting: outbox row id %q: %w; fix or remove the row, then restart walrelay", item.msg.ID, err))
+		}
+		item.deadLetter = &deadLetter{reason: reasonInvalid, errorText: err.Error(), messageID: item.msg.ID, raw: item.msg.Payload}
+		return s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true)
+	}
+	if pub.Delay > 0 && !pub.Delayed {
+		delayWarn.Warn().Str("message_id", pub.MessageID).Dur("delay", pub.Delay).
+			Msg("message asks for a delay but no delayed-message exchange is configured; published at once")
+	}
+
+	slot := &s.inflight[item.seq%uint64(len(s.inflight))]
+	slot.pub = nil
+	if keepForDeadLetter {
+		slot.pub = &pub
+	}
+	return s.publish(ctx, item, pub, false)
 }
 
 // publishDeadLetters publishes the dead letters that arrive while the

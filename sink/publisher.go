@@ -118,9 +118,10 @@ type Publisher struct {
 	closeErr  error
 	connOnce  sync.Once
 
-	// socket is the connection's TCP socket, closed directly when the
-	// broker blocks the connection and so would not read a close request.
-	socket net.Conn
+	// socket is the connection's TCP socket, corked by Cork, and closed
+	// directly when the broker blocks the connection and so would not read
+	// a close request.
+	socket *corkConn
 	wg     sync.WaitGroup
 }
 
@@ -161,13 +162,13 @@ func Dial(ctx context.Context, cfg Config, log zerolog.Logger) (*Publisher, erro
 
 // dial opens the AMQP connection and returns it with its TCP socket. A
 // cancelled ctx closes the socket, which ends a handshake in progress.
-func dial(ctx context.Context, cfg Config) (*amqp.Connection, net.Conn, error) {
+func dial(ctx context.Context, cfg Config) (*amqp.Connection, *corkConn, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(cfg.ConnectionName)
 
 	var (
 		stopCancel func() bool
-		socket     net.Conn
+		socket     *corkConn
 	)
 	amqpCfg := amqp.Config{
 		Heartbeat:       cfg.Heartbeat,
@@ -186,8 +187,8 @@ func dial(ctx context.Context, cfg Config) (*amqp.Connection, net.Conn, error) {
 				return nil, err
 			}
 			stopCancel = context.AfterFunc(ctx, func() { _ = c.Close() })
-			socket = c
-			return c, nil
+			socket = &corkConn{Conn: c}
+			return socket, nil
 		},
 	}
 
@@ -293,6 +294,10 @@ func (p *Publisher) Publish(ctx context.Context, seq uint64, m outbox.Publishing
 	}
 
 	if wait := p.gate.wait(); wait != nil {
+		// Nothing may sit in the cork while this waits for the broker.
+		if err := p.Uncork(); err != nil {
+			return fmt.Errorf("publish message %q: %w: %w", m.MessageID, ErrClosed, err)
+		}
 		select {
 		case <-wait:
 		case <-ctx.Done():
@@ -481,4 +486,23 @@ func redactURL(rawURL string) string {
 		return "<unparsable AMQP URL>"
 	}
 	return u.Redacted()
+}
+
+// Cork makes the following publishes collect in memory until Uncork, which
+// sends them with one write. Callers cork around a burst of publishes and
+// must uncork before they wait for anything else, because a corked
+// connection sends nothing, heartbeats included.
+func (p *Publisher) Cork() {
+	if p.socket != nil {
+		p.socket.Cork()
+	}
+}
+
+// Uncork sends what Cork collected. A failed write means the connection
+// is broken; amqp091 notices it too and closes the publisher.
+func (p *Publisher) Uncork() error {
+	if p.socket == nil {
+		return nil
+	}
+	return p.socket.Uncork()
 }
