@@ -3,13 +3,13 @@ package decode
 import (
 	"bytes"
 	"crypto/sha1"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 
 	"github.com/walrelay/walrelay/outbox"
@@ -307,17 +307,7 @@ func messageID(lsn pglogrepl.LSN) string {
 	sum[6] = sum[6]&0x0f | 0x50 // version 5
 	sum[8] = sum[8]&0x3f | 0x80 // RFC 9562 variant
 
-	var out [36]byte
-	hex.Encode(out[0:8], sum[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], sum[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], sum[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], sum[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:36], sum[10:16])
-	return string(out[:])
+	return uuid.UUID(sum[:16]).String()
 }
 
 // parseTimestamp parses PostgreSQL's ISO output of a timestamp or timestamptz

@@ -43,63 +43,50 @@ func TestFaultWalsenderTerminated(t *testing.T) {
 	})
 }
 
-func TestFaultPostgresConnectionCut(t *testing.T) {
-	f := newFixture(t)
-	proxy := testenv.NewProxy(t, "127.0.0.1:5432")
-	obs := &countingObserver{}
-	cfg := f.config()
-	cfg.PostgresURL = testenv.ThroughProxy(f.pgURL, "127.0.0.1:5432", proxy.Addr)
-	cfg.Observer = obs
-	start(t, cfg)
-	consumer := testenv.Consume(t, f.queue)
-
-	w := startWriter(t, f.pgURL, faultRows, 10, 2*time.Millisecond)
-	w.waitWritten(t, faultRows/3)
-
-	proxy.Cut()
-	time.Sleep(time.Second)
-	proxy.Restore()
-	w.wait(t)
-
-	deliveries := collectRange(t, consumer, 0, faultRows, time.Minute)
-	dups := checkDelivery(t, deliveries, 0, faultRows)
-	t.Logf("%d duplicates after a cut Postgres connection", dups)
-
-	if dups > DefaultMaxInFlight+10 {
-		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, DefaultMaxInFlight)
+func TestFaultConnectionCut(t *testing.T) {
+	sides := []struct {
+		name     string
+		upstream string
+		route    func(cfg *Config, f *fixture, addr string)
+	}{
+		{"postgres", "127.0.0.1:5432", func(cfg *Config, f *fixture, addr string) {
+			cfg.PostgresURL = testenv.ThroughProxy(f.pgURL, "127.0.0.1:5432", addr)
+		}},
+		{"broker", "127.0.0.1:5672", func(cfg *Config, _ *fixture, addr string) {
+			cfg.AMQPURL = testenv.ThroughProxy(testenv.AMQPURL(), "127.0.0.1:5672", addr)
+		}},
 	}
-	if obs.reconnects.Load() < 1 {
-		t.Error("no reconnect counted after the cut")
-	}
-}
 
-func TestFaultBrokerConnectionCut(t *testing.T) {
-	f := newFixture(t)
-	proxy := testenv.NewProxy(t, "127.0.0.1:5672")
-	obs := &countingObserver{}
-	cfg := f.config()
-	cfg.AMQPURL = testenv.ThroughProxy(testenv.AMQPURL(), "127.0.0.1:5672", proxy.Addr)
-	cfg.Observer = obs
-	start(t, cfg)
-	consumer := testenv.Consume(t, f.queue)
+	for _, side := range sides {
+		t.Run(side.name, func(t *testing.T) {
+			f := newFixture(t)
+			proxy := testenv.NewProxy(t, side.upstream)
+			obs := &countingObserver{}
+			cfg := f.config()
+			side.route(&cfg, f, proxy.Addr)
+			cfg.Observer = obs
+			start(t, cfg)
+			consumer := testenv.Consume(t, f.queue)
 
-	w := startWriter(t, f.pgURL, faultRows, 10, 2*time.Millisecond)
-	w.waitWritten(t, faultRows/3)
+			w := startWriter(t, f.pgURL, faultRows, 10, 2*time.Millisecond)
+			w.waitWritten(t, faultRows/3)
 
-	proxy.Cut()
-	time.Sleep(time.Second)
-	proxy.Restore()
-	w.wait(t)
+			proxy.Cut()
+			time.Sleep(time.Second)
+			proxy.Restore()
+			w.wait(t)
 
-	deliveries := collectRange(t, consumer, 0, faultRows, time.Minute)
-	dups := checkDelivery(t, deliveries, 0, faultRows)
-	t.Logf("%d duplicates after a cut broker connection", dups)
+			deliveries := collectRange(t, consumer, 0, faultRows, time.Minute)
+			dups := checkDelivery(t, deliveries, 0, faultRows)
+			t.Logf("%d duplicates after a cut %s connection", dups, side.name)
 
-	if dups > DefaultMaxInFlight+10 {
-		t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, DefaultMaxInFlight)
-	}
-	if obs.reconnects.Load() < 1 {
-		t.Error("no reconnect counted after the cut")
+			if dups > DefaultMaxInFlight+10 {
+				t.Errorf("%d duplicates, want at most the window %d plus one transaction", dups, DefaultMaxInFlight)
+			}
+			if obs.reconnects.Load() < 1 {
+				t.Error("no reconnect counted after the cut")
+			}
+		})
 	}
 }
 
