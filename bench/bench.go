@@ -24,12 +24,13 @@ const (
 	ScenarioPayload = "payload" // throughput at 300 B, 4 KB and 64 KB
 	ScenarioCPU     = "cpu"     // CPU per message of walrelay (and polling)
 	ScenarioRSS     = "rss"     // peak RSS during one large transaction
+	ScenarioInbox   = "inbox"   // walrelay inbox recording, with and without duplicates
 )
 
 // Scenarios returns every scenario name in run order.
 func Scenarios() []string {
 	return []string{ScenarioCeiling, ScenarioBacklog, ScenarioLive, ScenarioLatency,
-		ScenarioPolling, ScenarioPayload, ScenarioCPU, ScenarioRSS}
+		ScenarioPolling, ScenarioPayload, ScenarioCPU, ScenarioRSS, ScenarioInbox}
 }
 
 // Defaults.
@@ -262,6 +263,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 		ScenarioPolling: r.polling,
 		ScenarioPayload: r.payload,
 		ScenarioCPU:     r.cpu,
+		ScenarioInbox:   r.inbox,
 		ScenarioRSS:     r.rss,
 	}
 	for _, name := range cfg.Scenarios {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -168,6 +169,21 @@ func TestRunReportsEveryFigure(t *testing.T) {
 		}
 	})
 
+	t.Run("inbox", func(t *testing.T) {
+		if len(rep.Inbox) != 2 {
+			t.Fatalf("inbox steps = %+v, want one without and one with duplicates", rep.Inbox)
+		}
+		for i, step := range rep.Inbox {
+			if step.Duplicates != (i == 1) {
+				t.Errorf("inbox step %d duplicates = %v", i, step.Duplicates)
+			}
+			if step.Messages != 2000 {
+				t.Errorf("inbox step %d messages = %d, want 2000", i, step.Messages)
+			}
+			positive(t, fmt.Sprintf("inbox step %d msgs/s", i), step.MsgsPerS)
+		}
+	})
+
 	t.Run("ratios", func(t *testing.T) {
 		r := rep.Ratios
 		if r == nil || r.BacklogToCeiling == nil || r.BacklogToPolling == nil || r.RelayCPUToPolling == nil || r.BackendCPUToPolling == nil {
@@ -195,6 +211,7 @@ func TestRunReportsEveryFigure(t *testing.T) {
 			"| payload 64 KiB",
 			"| relay CPU s (user+sys) per 100k msgs |",
 			"| peak RSS of the relay process, MiB |",
+			"| inbox: 2000 duplicate messages acked | msgs/s |",
 			"RabbitMQ",
 			"PostgreSQL",
 		} {

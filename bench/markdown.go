@@ -146,6 +146,14 @@ func (rep *Report) rows() []row {
 			row{scenario: name, figure: "msgs/s after the commit", walrelay: rateCell(x.MsgsPerS)},
 		)
 	}
+
+	for _, x := range rep.Inbox {
+		name := fmt.Sprintf("inbox: %d new messages recorded", x.Messages)
+		if x.Duplicates {
+			name = fmt.Sprintf("inbox: %d duplicate messages acked", x.Messages)
+		}
+		rows = append(rows, row{scenario: name, figure: "msgs/s", walrelay: rateCell(x.MsgsPerS)})
+	}
 	return rows
 }
 

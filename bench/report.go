@@ -25,6 +25,7 @@ type Report struct {
 	Payload []PayloadStep `json:"payload,omitempty"`
 	CPU     *CPUCost      `json:"cpu,omitempty"`
 	RSS     *RSSPeak      `json:"rss,omitempty"`
+	Inbox   []InboxStep   `json:"inbox,omitempty"`
 	Ratios  *Ratios       `json:"ratios,omitempty"`
 }
 
