@@ -151,3 +151,55 @@ func TestFaultBrokerStalled(t *testing.T) {
 	dups := checkDelivery(t, deliveries, 50, 100)
 	t.Logf("%d duplicates after a stalled broker connection", dups)
 }
+
+func TestFaultOneDirectionStalled(t *testing.T) {
+	cases := []struct {
+		name      string
+		upstream  string
+		direction string
+		route     func(cfg *Config, f *fixture, addr string)
+	}{
+		// The server's messages stop: the receive timeout notices.
+		{"postgres to relay", "127.0.0.1:5432", "downstream", func(cfg *Config, f *fixture, addr string) {
+			cfg.PostgresURL = testenv.ThroughProxy(f.pgURL, "127.0.0.1:5432", addr)
+		}},
+		// Publishes stop reaching the broker: the confirm timeout notices.
+		{"relay to broker", "127.0.0.1:5672", "upstream", func(cfg *Config, _ *fixture, addr string) {
+			cfg.AMQPURL = testenv.ThroughProxy(testenv.AMQPURL(), "127.0.0.1:5672", addr)
+		}},
+	}
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			proxy := testenv.NewProxy(t, tc.upstream)
+			obs := &countingObserver{}
+			cfg := f.config()
+			tc.route(&cfg, f, proxy.Addr)
+			cfg.StatusInterval = 500 * time.Millisecond
+			cfg.ReceiveTimeout = 2 * time.Second
+			cfg.ConfirmTimeout = 2 * time.Second
+			cfg.Observer = obs
+			start(t, cfg)
+			consumer := testenv.Consume(t, f.queue)
+
+			insertRows(t, f.pgURL, 0, 50)
+			consumer.Collect(t, 50, 30*time.Second)
+			waitConfirmed(t, f.pgURL, cfg.Slot)
+
+			proxy.StallDirection(tc.direction)
+			insertRows(t, f.pgURL, 50, 50)
+			eventually(t, 30*time.Second, func() error {
+				if obs.ended.Load() == 0 {
+					return notYet("relay still waits on the half-stalled connection")
+				}
+				return nil
+			})
+			proxy.Unstall()
+
+			deliveries := collectRange(t, consumer, 50, 100, time.Minute)
+			dups := checkDelivery(t, deliveries, 50, 100)
+			t.Logf("%d duplicates after a stall from %s", dups, tc.name)
+		})
+	}
+}

@@ -51,18 +51,27 @@ func (p *Proxy) Restore() {
 // connections, as a dead network path does, until Unstall.
 func (p *Proxy) Stall() {
 	p.t.Helper()
-	for _, stream := range []string{"upstream", "downstream"} {
-		body := fmt.Sprintf(`{"name":"stall_%s","type":"timeout","stream":"%s","attributes":{"timeout":0}}`, stream, stream)
-		if _, err := p.proxy.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			p.t.Fatalf("stall proxy: %v", err)
-		}
+	p.StallDirection("upstream")
+	p.StallDirection("downstream")
+}
+
+// StallDirection stops forwarding data in one direction only: "upstream"
+// (client to server) or "downstream" (server to client), until Unstall.
+func (p *Proxy) StallDirection(stream string) {
+	p.t.Helper()
+	body := fmt.Sprintf(`{"name":"stall_%s","type":"timeout","stream":"%s","attributes":{"timeout":0}}`, stream, stream)
+	if _, err := p.proxy.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
+		p.t.Fatalf("stall proxy %s: %v", stream, err)
 	}
 }
 
-// Unstall removes the toxics that Stall added.
+// Unstall removes the toxics that Stall and StallDirection added.
 func (p *Proxy) Unstall() {
 	p.t.Helper()
 	for _, stream := range []string{"upstream", "downstream"} {
+		if p.proxy.Toxics.GetToxic("stall_"+stream) == nil {
+			continue
+		}
 		if err := p.proxy.Toxics.RemoveToxic(context.Background(), "stall_"+stream); err != nil {
 			p.t.Fatalf("unstall proxy: %v", err)
 		}
