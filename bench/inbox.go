@@ -21,10 +21,9 @@ type InboxStep struct {
 	MsgsPerS   float64 `json:"msgs_per_s"`
 }
 
-// inbox measures walrelay inbox: the queue is filled with Rows messages
-// first, then the consumer records them (messages recorded per second);
-// then the same messages are sent again and the consumer meets only
-// duplicates.
+// inbox measures walrelay inbox in messages recorded per second. The
+// queue is filled with Rows messages before the consumer starts. Then the
+// same messages are sent again, so the consumer meets only duplicates.
 func (r *runner) inbox(ctx context.Context) error {
 	shape, err := newShape(ctx, r.env.db, r.cfg.PayloadBytes)
 	if err != nil {

@@ -34,8 +34,8 @@ type rowPublisher struct {
 	headers map[string]any // added to every message, for replays
 	rate    int            // rows per second; 0 means no limit
 
-	// progress is called with the last confirmed key at most once per
-	// progressInterval and at the end.
+	// progress stores the last confirmed key. maybeReport calls it once per
+	// progressInterval or progressRows confirmed rows, and at the end.
 	progress func(backfill.Key) error
 
 	total     int64

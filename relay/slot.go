@@ -18,10 +18,10 @@ import (
 // CREATE_REPLICATION_SLOT takes the FAILOVER option.
 const failoverMinVersion = 170000
 
-// ensureSlot makes the slot ready to stream: it creates a missing slot
-// (publishing the rows its stream will not contain), finishes a backfill a
-// crash interrupted, and refuses a slot that does not continue the stored
-// checkpoint unless Recover is set.
+// ensureSlot makes the slot ready to stream. It creates a missing slot and
+// publishes the rows its stream will not contain, and it finishes a
+// backfill that a crash interrupted. Unless Recover is set, it refuses a
+// slot that does not continue the stored checkpoint.
 func (r *Relay) ensureSlot(ctx context.Context, db *pgx.Conn, info replication.ServerInfo) error {
 	store := checkpoint.NewStore(db)
 	cp, haveCheckpoint, err := store.Load(ctx, r.cfg.Slot)
@@ -157,10 +157,10 @@ func (r *Relay) newSlotBackfill(cp checkpoint.Checkpoint, recovering bool) *chec
 	return &checkpoint.Backfill{Mode: r.cfg.Backfill}
 }
 
-// createSlot creates the slot and, when bf is not nil, publishes inside the
-// slot's exported snapshot the rows bf selects: exactly the rows committed
-// before the slot's consistent point, so the backfill and the stream
-// neither miss nor repeat a row.
+// createSlot creates the slot. When bf is not nil, it then publishes the
+// rows bf selects inside the slot's exported snapshot, which sees exactly
+// the rows committed before the slot's consistent point. So the backfill
+// and the stream neither miss nor repeat a row.
 func (r *Relay) createSlot(ctx context.Context, db *pgx.Conn, info replication.ServerInfo, bf *checkpoint.Backfill) error {
 	if r.cfg.FailoverSlot && info.VersionNum < failoverMinVersion {
 		return permanent(fmt.Errorf("--failover-slot needs PostgreSQL 17 or later, but the server is PostgreSQL %s: "+
