@@ -248,8 +248,8 @@ func (r *Relay) runBackfill(ctx context.Context, store *checkpoint.Store, bf *ch
 	defer tx.Rollback(context.WithoutCancel(ctx))
 
 	if snapshot != "" {
-		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)); err != nil {
-			return fmt.Errorf("backfill: import the slot's snapshot %s: %w", snapshot, err)
+		if err := replication.ImportSnapshot(ctx, tx, snapshot); err != nil {
+			return fmt.Errorf("backfill: %w", err)
 		}
 	}
 
@@ -360,17 +360,4 @@ func (r *Relay) dialBroker(ctx context.Context) (*sink.Publisher, error) {
 		TLS:                r.brokerTLS,
 		ConfirmBuffer:      2 * r.cfg.MaxInFlight,
 	}, r.log)
-}
-
-// quoteLiteral quotes s as an SQL string literal.
-func quoteLiteral(s string) string {
-	out := make([]byte, 0, len(s)+2)
-	out = append(out, '\'')
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
 }

@@ -126,3 +126,14 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// ImportSnapshot makes tx see the snapshot a slot exported at creation
+// (CreatedSlot.SnapshotName). tx must be a REPEATABLE READ transaction that
+// has run no query yet, and the replication connection that created the
+// slot must still be open and idle.
+func ImportSnapshot(ctx context.Context, tx pgx.Tx, name string) error {
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(name)); err != nil {
+		return fmt.Errorf("import the slot's snapshot %s: %w", name, err)
+	}
+	return nil
+}
