@@ -120,32 +120,16 @@ func (w *writer) waitWritten(t *testing.T, n int64) {
 func checkDelivery(t *testing.T, deliveries []amqp.Delivery, from, to int) int {
 	t.Helper()
 
-	seen := make(map[int]bool, to-from)
-	highest := from - 1
-	last := from - 1
+	ns := make([]int, len(deliveries))
 	for i, d := range deliveries {
-		n := payloadN(t, d.Body)
-		if n < from || n >= to {
-			t.Fatalf("delivery %d has n=%d, outside the rows [%d, %d) of this step", i, n, from, to)
-		}
-		if n > highest+1 {
-			t.Fatalf("delivery %d has n=%d after at most n=%d: a gap", i, n, highest)
-		}
-		if n > last && n != last+1 {
-			t.Fatalf("delivery %d has n=%d after n=%d: out of order", i, n, last)
-		}
-		seen[n] = true
-		highest = max(highest, n)
-		last = n
+		ns[i] = payloadN(t, d.Body)
 	}
 
-	for n := from; n < to; n++ {
-		if !seen[n] {
-			t.Fatalf("row n=%d was never delivered", n)
-		}
+	dups, err := testenv.CheckLogOrder(ns, from, to)
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	return len(deliveries) - len(seen)
+	return dups
 }
 
 // collectRange receives messages until every n in [from, to) arrived.

@@ -26,22 +26,15 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "walrelay-soak-bin")
+	built, remove, err := testenv.BuildWalrelay("../cmd/walrelay")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-
-	binary = filepath.Join(dir, "walrelay")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/walrelay")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build walrelay:", err)
-		os.Exit(1)
-	}
+	binary = built
 
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 
@@ -391,37 +384,12 @@ func insertBatch(ctx context.Context, conn *pgx.Conn, from, count int) (string, 
 	return lsn, tx.Commit(ctx)
 }
 
-// waitSlotPast waits until the slot's confirmed_flush_lsn is past lsn.
+// waitSlotPast waits up to 30 s until the slot's confirmed_flush_lsn is
+// past lsn.
 func waitSlotPast(t *testing.T, pgURL, slot, lsn string) {
 	t.Helper()
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-
-	conn, err := pgx.Connect(ctx, pgURL)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(ctx)
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var past bool
-		var confirmed string
-		err := conn.QueryRow(ctx, `
-			SELECT confirmed_flush_lsn > $1::pg_lsn, confirmed_flush_lsn::text
-			FROM pg_replication_slots WHERE slot_name = $2`, lsn, slot).Scan(&past, &confirmed)
-		if err != nil {
-			t.Fatalf("query slot %s: %v", slot, err)
-		}
-		if past {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("slot %s confirmed_flush_lsn is %s 30s after the last delivery, want past %s", slot, confirmed, lsn)
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := testenv.WaitSlotPast(pgURL, slot, lsn, 30*time.Second); err != nil {
+		t.Error(err)
 	}
 }
 

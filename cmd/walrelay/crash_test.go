@@ -455,36 +455,12 @@ func (w *batchWriter) wait(t *testing.T) string {
 	return w.lastLSN
 }
 
-// waitSlotPast waits until the slot's confirmed_flush_lsn is past lsn.
+// waitSlotPast waits up to 30 s until the slot's confirmed_flush_lsn is
+// past lsn.
 func waitSlotPast(t *testing.T, pgURL, slot, lsn string) {
 	t.Helper()
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-
-	conn, err := pgx.Connect(ctx, pgURL)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(ctx)
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var past bool
-		var confirmed string
-		err := conn.QueryRow(ctx, `
-			SELECT confirmed_flush_lsn > $1::pg_lsn, confirmed_flush_lsn::text
-			FROM pg_replication_slots WHERE slot_name = $2`, lsn, slot).Scan(&past, &confirmed)
-		if err != nil {
-			t.Fatalf("query slot %s: %v", slot, err)
-		}
-		if past {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot %s confirmed_flush_lsn is %s after 30s, want past %s", slot, confirmed, lsn)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := testenv.WaitSlotPast(pgURL, slot, lsn, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -583,21 +559,9 @@ func payloadNumber(t *testing.T, body []byte) int {
 func checkLogOrder(t *testing.T, order []int, total int) int {
 	t.Helper()
 
-	highest, last := -1, -1
-	for i, n := range order {
-		if n > highest+1 {
-			t.Fatalf("delivery %d has n=%d while the highest so far is n=%d: a gap", i, n, highest)
-		}
-		if n > last && n != last+1 {
-			t.Fatalf("delivery %d has n=%d after n=%d: out of order", i, n, last)
-		}
-		highest = max(highest, n)
-		last = n
+	dups, err := testenv.CheckLogOrder(order, 0, total)
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	if highest != total-1 {
-		t.Fatalf("highest row delivered is n=%d, want n=%d", highest, total-1)
-	}
-
-	return len(order) - total
+	return dups
 }
