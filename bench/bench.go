@@ -209,7 +209,7 @@ type runner struct {
 // Run creates a database, an exchange and a queue for the run, measures the
 // scenarios of cfg and removes what it created. When a scenario fails, or
 // ctx is cancelled during one, Run returns the figures measured so far with
-// the error; a failure before the first scenario returns no report.
+// the error. A failure before the first scenario returns no report.
 func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {

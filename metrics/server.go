@@ -27,9 +27,9 @@ func (m *Metrics) Handler(log zerolog.Logger) http.Handler {
 	return newHandler(m, log)
 }
 
-// Checks is what the HTTP server serves: a registry and the liveness and
-// readiness checks. *Metrics (the relay) and *Inbox (the consumer)
-// implement it.
+// Checks is the content the HTTP server serves: a registry and the
+// liveness and readiness checks. *Metrics (the relay) and *Inbox (the
+// consumer) implement it.
 type Checks interface {
 	Registry() *prometheus.Registry
 	Live() (ok bool, reason string)

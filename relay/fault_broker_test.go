@@ -295,7 +295,7 @@ func TestInvalidLogicalMessage(t *testing.T) {
 
 	testenv.Exec(t, f.pgURL, `SELECT pg_logical_emit_message(true, 'walrelay', 'not json')`)
 
-	// A WAL message cannot be fixed: the error says how to set it aside.
+	// A WAL message cannot be fixed, so the error names the flags that set it aside.
 	err := run.wait(t, 30*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "--on-invalid=dead-letter") || !strings.Contains(err.Error(), "--start-lsn") {
 		t.Fatalf("Run returned %v, want an error naming --on-invalid=dead-letter and --start-lsn", err)

@@ -101,9 +101,10 @@ func TestRetentionKeepsUnrelayedRows(t *testing.T) {
 	cfg := f.config()
 	cfg.Retention = time.Hour
 
-	// Old rows written before the slot exists with status published (so the
-	// backfill skips them), then relayed rows; the retention may delete
-	// only what is older than the last relayed commit and than an hour.
+	// Old rows come first, written before the slot exists with status
+	// published, so the backfill skips them. Relayed rows follow. The
+	// retention may delete only rows older than an hour and than the last
+	// relayed commit.
 	testenv.Exec(t, f.pgURL, `
 		INSERT INTO outbox_messages (aggregate_type, aggregate_id, event_type, payload, status, created_at)
 		SELECT 'old', 'o-' || n, 'created', '{}', 'published', now() - interval '2 hours'

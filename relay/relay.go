@@ -99,9 +99,9 @@ func (r *Relay) Streaming() <-chan struct{} {
 
 // Run relays until ctx is canceled or a permanent error occurs. On cancel it
 // stops reading, waits up to ShutdownTimeout for outstanding confirms,
-// reports the final flush position and returns nil. Failures of Postgres,
-// the broker or the network start a new session after an exponential
-// backoff with jitter; errors that a retry cannot fix are returned.
+// reports the final flush position and returns nil. A failure of Postgres,
+// the broker or the network starts a new session after an exponential
+// backoff with jitter. Errors that a retry cannot fix are returned.
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.setup(ctx); err != nil {
 		if ctx.Err() != nil {

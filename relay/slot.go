@@ -158,8 +158,8 @@ func (r *Relay) newSlotBackfill(cp checkpoint.Checkpoint, recovering bool) *chec
 }
 
 // createSlot creates the slot. When bf is not nil, it then publishes the
-// rows bf selects inside the slot's exported snapshot, which sees exactly
-// the rows committed before the slot's consistent point. So the backfill
+// rows bf selects inside the slot's exported snapshot, which contains
+// exactly the rows committed before the slot's consistent point. So the backfill
 // and the stream neither miss nor repeat a row.
 func (r *Relay) createSlot(ctx context.Context, db *pgx.Conn, info replication.ServerInfo, bf *checkpoint.Backfill) error {
 	if r.cfg.FailoverSlot && info.VersionNum < failoverMinVersion {

@@ -181,7 +181,8 @@ func (s *session) enqueueStandalone(ev decode.Event) error {
 // maybeSendStatus sends a standby status update when the flush position
 // moved (at most once per statusDebounce), when the status interval passed,
 // or when force is set. After a status interval of silence from the server
-// it asks for a reply, which proves the connection is alive.
+// it requests a reply, so that a live connection is never silent for
+// ReceiveTimeout and the stream loop can count silence as death.
 func (s *session) maybeSendStatus(st *streamState, now time.Time, force bool) error {
 	flushed := s.ledger.Flushed().LSN
 	since := now.Sub(st.lastSentAt)

@@ -3,8 +3,8 @@
 // the pgoutput slot, starts streaming and exchanges XLogData, keepalives and
 // standby status updates.
 //
-// A Stream is not safe for concurrent use: one goroutine owns it, reads from
-// it and sends its status updates, so that reading never waits on anything
-// but the server and status updates go out on time even while the caller has
+// A Stream is not safe for concurrent use. One goroutine owns it, reads from
+// it and sends its status updates. So reading waits on nothing but the
+// server, and status updates go out on time even while the caller has
 // stopped reading.
 package replication

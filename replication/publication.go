@@ -9,15 +9,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// PublicationResult tells what EnsurePublication did.
+// PublicationResult is the outcome of EnsurePublication.
 type PublicationResult struct {
 	Created bool
 }
 
 // EnsurePublication makes sure that publication publishes the inserts of
 // table. A missing publication is created as FOR TABLE table WITH (publish =
-// 'insert') when create is true. An existing one is checked, and the error
-// says what to change when it does not publish the table's inserts.
+// 'insert') when create is true. An existing one is checked, and when it
+// does not publish the table's inserts the error names the SQL that fixes it.
 func EnsurePublication(ctx context.Context, db *pgx.Conn, publication string, table Table, create bool) (PublicationResult, error) {
 	if err := checkTableExists(ctx, db, table); err != nil {
 		return PublicationResult{}, err

@@ -80,8 +80,8 @@ type CreatedSlot struct {
 var ErrSlotExists = errors.New("replication slot already exists")
 
 // CreateSlot creates a pgoutput slot called name. With exportSnapshot the
-// server exports a snapshot that sees exactly the transactions committed
-// before the slot's consistent point. With failover the slot is created with
+// server exports a snapshot that contains exactly the transactions
+// committed before the slot's consistent point. With failover the slot is created with
 // the FAILOVER option, which needs PostgreSQL 17.
 func (s *Stream) CreateSlot(ctx context.Context, name string, exportSnapshot, failover bool) (CreatedSlot, error) {
 	if err := ValidateSlotName(name); err != nil {
@@ -158,7 +158,7 @@ func (s *Stream) Start(ctx context.Context, slot string, publications []string, 
 	return nil
 }
 
-// MessageKind tells what Receive returned.
+// MessageKind is the kind of message Receive returned.
 type MessageKind uint8
 
 const (
@@ -251,7 +251,7 @@ func parseCopyData(data []byte) (Message, error) {
 }
 
 // SendStatus reports flushed as the written, flushed and applied position.
-// With replyRequested the server answers with a keepalive at once, which
+// With replyRequested the server replies with a keepalive at once, which
 // proves the connection is alive.
 func (s *Stream) SendStatus(flushed pglogrepl.LSN, replyRequested bool) error {
 	if err := s.conn.Conn().SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {

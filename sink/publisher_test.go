@@ -505,7 +505,7 @@ func TestDialDelayedExchange(t *testing.T) {
 		URL: testURL, Exchange: exchange, DelayedExchange: delayed, DeclareExchange: true,
 	}, zerolog.New(zerolog.NewTestWriter(t)))
 	if err != nil {
-		// The plugin is not enabled: the error must say how to fix that.
+		// The plugin is not enabled, so the error must name the command that enables it.
 		t.Logf("Dial error without the plugin: %v", err)
 		if !strings.Contains(err.Error(), "rabbitmq_delayed_message_exchange") {
 			t.Errorf("Dial error %q does not name the rabbitmq_delayed_message_exchange plugin", err)
