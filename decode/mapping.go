@@ -110,7 +110,8 @@ func (d *Decoder) mapRow(rel *relation, frame []byte, values []tupleValue) (outb
 	sb.Write(eventType)
 	s := sb.String()
 
-	msg := outbox.Message{CreatedAt: createdAt, ScheduledAt: scheduledAt}
+	// The metadata is checked above or by the server (json, jsonb).
+	msg := outbox.Message{CreatedAt: createdAt, ScheduledAt: scheduledAt, MetadataChecked: true}
 	msg.ID, s = s[:len(id)], s[len(id):]
 	msg.AggregateType, s = s[:len(aggregateType)], s[len(aggregateType):]
 	msg.AggregateID, s = s[:len(aggregateID)], s[len(aggregateID):]
@@ -247,6 +248,7 @@ func mapMessage(content []byte, lsn pglogrepl.LSN) (outbox.Message, error) {
 	}
 	msg.Payload = c.Payload
 	msg.Metadata = c.Metadata
+	msg.MetadataChecked = true // json.Unmarshal checked the whole content
 
 	return msg, nil
 }

@@ -37,15 +37,74 @@ type EncodeConfig struct {
 // overrides nothing. m.Payload must be valid JSON text (a json or jsonb
 // column guarantees it); Encode does not check it.
 func Encode(m *Message, cfg EncodeConfig, now time.Time) (Publishing, error) {
+	var p Publishing
+	err := encode(&p, m, cfg, now, nil)
+	return p, err
+}
+
+// Encoder encodes like Encode but reuses one Publishing, with its header
+// map and body buffer, from call to call. It also reuses the routing key
+// and header values that repeat from one message to the next. This saves
+// half of the per-message allocations for a caller that sends each message
+// before it encodes the next. An Encoder is not safe for concurrent use.
+type Encoder struct {
+	cfg   EncodeConfig
+	pub   Publishing
+	cache encodeCache
+}
+
+// NewEncoder returns an Encoder with the relay-wide settings cfg.
+func NewEncoder(cfg EncodeConfig) *Encoder {
+	return &Encoder{cfg: cfg}
+}
+
+// Encode builds the broker message for m as the function Encode does. The
+// result, its Headers and its Body stay valid only until the next call:
+// copy what must outlive it, or use the function Encode instead.
+func (e *Encoder) Encode(m *Message, now time.Time) (*Publishing, error) {
+	if err := encode(&e.pub, m, e.cfg, now, &e.cache); err != nil {
+		return nil, err
+	}
+	return &e.pub, nil
+}
+
+// encodeCache is the last routing key and the last header values boxed as
+// interface values, which a run of messages of one aggregate type and event
+// type shares. Boxing a string allocates.
+type encodeCache struct {
+	aggregateType, eventType string
+	routingKey               string
+	aggregateTypeValue       any
+	eventTypeValue           any
+}
+
+// routing returns the default routing key, aggregateType.eventType, and
+// the two values boxed for the header table.
+func (c *encodeCache) routing(aggregateType, eventType string) (key string, aggregateTypeValue, eventTypeValue any) {
+	if c == nil {
+		return aggregateType + "." + eventType, aggregateType, eventType
+	}
+	if c.routingKey == "" || c.aggregateType != aggregateType || c.eventType != eventType {
+		c.aggregateType, c.eventType = aggregateType, eventType
+		c.routingKey = aggregateType + "." + eventType
+		c.aggregateTypeValue, c.eventTypeValue = aggregateType, eventType
+	}
+	return c.routingKey, c.aggregateTypeValue, c.eventTypeValue
+}
+
+// encode fills p from m, reusing p's header map and body buffer. cache
+// may be nil.
+func encode(p *Publishing, m *Message, cfg EncodeConfig, now time.Time, cache *encodeCache) error {
 	var meta metadataFields
 	if !isNullJSON(m.Metadata) {
-		if !json.Valid(m.Metadata) {
-			return Publishing{}, fmt.Errorf("encode message %q: invalid JSON in metadata (%d bytes): fix the metadata of this row or logical decoding message", m.ID, len(m.Metadata))
+		if !m.MetadataChecked && !json.Valid(m.Metadata) {
+			return fmt.Errorf("encode message %q: invalid JSON in metadata (%d bytes): fix the metadata of this row or logical decoding message", m.ID, len(m.Metadata))
 		}
 		meta.parse(m.Metadata)
 	}
 
-	p := Publishing{
+	headers, body := p.Headers, p.Body[:0]
+	*p = Publishing{
 		Exchange:    cfg.Exchange,
 		MessageID:   m.ID,
 		Type:        m.EventType,
@@ -57,23 +116,29 @@ func Encode(m *Message, cfg EncodeConfig, now time.Time) (Publishing, error) {
 	}
 
 	// Routing: metadata overrides the configured exchange and the default key.
+	defaultKey, aggregateTypeValue, eventTypeValue := cache.routing(m.AggregateType, m.EventType)
 	if s, ok := jsonString(meta.exchange); ok {
 		p.Exchange = s
 	}
 	if s, ok := jsonString(meta.routingKey); ok {
 		p.RoutingKey = s
 	} else {
-		p.RoutingKey = m.AggregateType + "." + m.EventType
+		p.RoutingKey = defaultKey
 	}
 	p.CorrelationID = correlationID(meta.correlationID)
 
 	// Headers: metadata.headers first, so that the three fixed headers win
 	// over entries of the same name (Event-Forge's publishers do the same).
-	p.Headers = make(map[string]any, 4+meta.headerCount())
+	if headers == nil {
+		headers = make(map[string]any, 4+meta.headerCount())
+	} else {
+		clear(headers)
+	}
+	p.Headers = headers
 	appendHeaders(p.Headers, meta.headers)
-	p.Headers["x-aggregate-type"] = m.AggregateType
+	p.Headers["x-aggregate-type"] = aggregateTypeValue
 	p.Headers["x-aggregate-id"] = m.AggregateID
-	p.Headers["x-event-type"] = m.EventType
+	p.Headers["x-event-type"] = eventTypeValue
 
 	// Delay: metadata.delay wins over a future scheduled_at.
 	delayMS := delayMillis(meta.delay)
@@ -89,8 +154,11 @@ func Encode(m *Message, cfg EncodeConfig, now time.Time) (Publishing, error) {
 		}
 	}
 
-	p.Body = AppendBody(make([]byte, 0, bodySize(m)), m)
-	return p, nil
+	if body == nil {
+		body = make([]byte, 0, bodySize(m))
+	}
+	p.Body = AppendBody(body, m)
+	return nil
 }
 
 // AppendBody appends the JSON body of m to dst and returns the extended

@@ -18,6 +18,12 @@ type Message struct {
 	Payload  json.RawMessage
 	Metadata json.RawMessage
 
+	// MetadataChecked reports that Metadata is known to be valid JSON, so
+	// Encode does not check it again. The decoder sets it on every message
+	// it returns: the server checks json and jsonb values, and the decoder
+	// checks text ones.
+	MetadataChecked bool
+
 	// CreatedAt is the row's created_at, or the commit time when the table
 	// has no such column or the message came from pg_logical_emit_message.
 	CreatedAt time.Time

@@ -3,6 +3,8 @@ package relay
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -16,7 +18,7 @@ import (
 // a broker that applies flow control blocks this loop, never the stream.
 // Dead letters from the confirm loop go first.
 func (s *session) publishLoop(ctx context.Context) error {
-	enc := outbox.EncodeConfig{Exchange: s.r.cfg.Exchange, DelayedExchange: s.r.cfg.DelayedExchange}
+	enc := outbox.NewEncoder(outbox.EncodeConfig{Exchange: s.r.cfg.Exchange, DelayedExchange: s.r.cfg.DelayedExchange})
 	delayWarn := s.r.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute})
 	keepForDeadLetter := s.r.cfg.OnUnroutable == PolicyDeadLetter
 
@@ -45,7 +47,7 @@ const burstMax = 256
 
 // publishBurst publishes item and whatever else is already queued, up to
 // burstMax, with the broker socket corked, so the burst costs one write.
-func (s *session) publishBurst(ctx context.Context, item queued, enc outbox.EncodeConfig, delayWarn zerolog.Logger, keep bool) error {
+func (s *session) publishBurst(ctx context.Context, item queued, enc *outbox.Encoder, delayWarn zerolog.Logger, keep bool) error {
 	s.pub.Cork()
 	for n := 0; ; n++ {
 		if err := s.publishItem(ctx, item, enc, delayWarn, keep); err != nil {
@@ -68,12 +70,12 @@ func (s *session) publishBurst(ctx context.Context, item queued, enc outbox.Enco
 }
 
 // publishItem encodes and publishes one queued item.
-func (s *session) publishItem(ctx context.Context, item queued, enc outbox.EncodeConfig, delayWarn zerolog.Logger, keepForDeadLetter bool) error {
+func (s *session) publishItem(ctx context.Context, item queued, enc *outbox.Encoder, delayWarn zerolog.Logger, keepForDeadLetter bool) error {
 	if item.deadLetter != nil {
 		return s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true)
 	}
 
-	pub, err := outbox.Encode(&item.msg, enc, time.Now())
+	pub, err := enc.Encode(&item.msg, time.Now())
 	if err != nil {
 		s.r.cfg.Observer.Invalid()
 		if s.r.cfg.OnInvalid != PolicyDeadLetter {
@@ -87,12 +89,18 @@ func (s *session) publishItem(ctx context.Context, item queued, enc outbox.Encod
 			Msg("message asks for a delay but no delayed-message exchange is configured; published at once")
 	}
 
+	// The encoder reuses pub for the next message. The dead-letter policy
+	// needs the message later, so it stores a copy with its own header map
+	// and body.
 	slot := &s.inflight[item.seq%uint64(len(s.inflight))]
 	slot.pub = nil
 	if keepForDeadLetter {
-		slot.pub = &pub
+		stored := *pub
+		stored.Headers = maps.Clone(pub.Headers)
+		stored.Body = slices.Clone(pub.Body)
+		slot.pub = &stored
 	}
-	return s.publish(ctx, item, pub, false)
+	return s.publish(ctx, item, *pub, false)
 }
 
 // publishDeadLetters publishes the dead letters that arrive while the

@@ -113,6 +113,9 @@ func (t *tracker) addReturn(r amqp.Return) {
 
 // takeReturn removes and returns the oldest unmatched return for key.
 func (t *tracker) takeReturn(key returnKey) (returnReason, bool) {
+	if len(t.returns) == 0 {
+		return returnReason{}, false // the usual case, which skips hashing the key
+	}
 	reasons := t.returns[key]
 	if len(reasons) == 0 {
 		return returnReason{}, false
