@@ -61,6 +61,7 @@ type Metrics struct {
 	inFlight       prometheus.Gauge
 	publishConfirm prometheus.Histogram
 	commitConfirm  prometheus.Histogram
+	commitDecode   prometheus.Histogram
 	flushLSN       prometheus.Gauge
 	reconnects     *prometheus.CounterVec
 	brokerBlocked  prometheus.Gauge
@@ -121,6 +122,8 @@ func New(cfg Config) *Metrics {
 		"Time from publishing a message to the broker's confirm.", publishConfirmBuckets)
 	m.commitConfirm = m.histogram("commit_confirm_latency_seconds",
 		"Time from the transaction's commit in Postgres to the broker's confirm of its message.", commitConfirmBuckets)
+	m.commitDecode = m.histogram("commit_decode_latency_seconds",
+		"Time from the transaction's commit in Postgres to walrelay decoding its row from the WAL.", commitConfirmBuckets)
 
 	m.reconnects = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
@@ -184,6 +187,13 @@ func (m *Metrics) lastAliveSeconds() float64 {
 		return 0
 	}
 	return float64(at) / float64(time.Second)
+}
+
+// Decoded records the time from a commit to the decoding of its row. A
+// negative time (the Postgres server's clock ahead of this host's) is
+// recorded as zero.
+func (m *Metrics) Decoded(sinceCommit time.Duration) {
+	m.commitDecode.Observe(max(sinceCommit, 0).Seconds())
 }
 
 // Published counts a message handed to the broker.

@@ -103,6 +103,7 @@ func TestObserverEventsMoveMetrics(t *testing.T) {
 	for range 3 {
 		m.Published()
 	}
+	m.Decoded(5 * time.Millisecond)
 	m.Confirmed(2*time.Millisecond, 40*time.Millisecond)
 	m.Confirmed(3*time.Millisecond, -time.Second) // server clock ahead
 	m.Nacked()
@@ -137,6 +138,7 @@ func TestObserverEventsMoveMetrics(t *testing.T) {
 		{"walrelay_streaming", nil, 1},
 		{"walrelay_publish_confirm_latency_seconds", nil, 2},
 		{"walrelay_commit_confirm_latency_seconds", nil, 2},
+		{"walrelay_commit_decode_latency_seconds", nil, 1},
 		{"walrelay_build_info", []string{"version", "test"}, 1},
 	}
 	for _, c := range checks {

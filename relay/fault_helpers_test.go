@@ -45,6 +45,7 @@ func (o *countingObserver) DeadLettered()                { o.dead.Add(1) }
 func (o *countingObserver) Invalid()                     { o.invalid.Add(1) }
 func (o *countingObserver) BrokerBlocked(b bool)         { o.blocked.Store(b) }
 func (o *countingObserver) Confirmed(_, _ time.Duration) {}
+func (o *countingObserver) Decoded(time.Duration)        {}
 
 // writer inserts rows n = 0, 1, 2, ... in transactions of batch rows with a
 // pause between them, in the background, until total rows are written.

@@ -19,6 +19,10 @@ const (
 // Methods are called from the relay's loops and must return quickly without
 // blocking.
 type Observer interface {
+	// Decoded records the time from a transaction's commit in Postgres to
+	// the relay decoding one of its rows from the WAL, which is the delay
+	// before the relay's own work. Backfilled rows are not counted.
+	Decoded(sinceCommit time.Duration)
 	// Published counts a message handed to the broker.
 	Published()
 	// Confirmed counts a message the broker confirmed, with the time from
@@ -53,6 +57,7 @@ type Observer interface {
 // nopObserver discards every event.
 type nopObserver struct{}
 
+func (nopObserver) Decoded(time.Duration)        {}
 func (nopObserver) Published()                   {}
 func (nopObserver) Confirmed(_, _ time.Duration) {}
 func (nopObserver) Nacked()                      {}

@@ -75,6 +75,7 @@ func TestRunServesMetricsAndHealth(t *testing.T) {
 		"walrelay_messages_in_flight":              0,
 		"walrelay_publish_confirm_latency_seconds": rows, // sample count
 		"walrelay_commit_confirm_latency_seconds":  rows,
+		"walrelay_commit_decode_latency_seconds":   rows,
 		"walrelay_streaming":                       1,
 		"walrelay_broker_blocked":                  0,
 	}
