@@ -113,6 +113,11 @@ type Config struct {
 	// 1,000,000.
 	RSSRows int
 
+	// Rounds repeats the ceiling and backlog scenarios, one after the
+	// other, and reports the median of each. On a shared machine one run
+	// of either can be off by several percent. Default 1.
+	Rounds int
+
 	// Executable is the walrelay binary that the cpu, rss and polling
 	// scenarios start as a separate process (`run` and `bench poll`).
 	// Default: the running executable.
@@ -146,6 +151,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = relay.DefaultMaxInFlight
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 1
 	}
 	if c.RSSRows == 0 {
 		c.RSSRows = DefaultRSSRows
@@ -185,6 +193,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("invalid latency step duration %s: use 100ms or more", c.StepDuration)
 	case c.Connections < 1 || c.Connections > 64:
 		return c, fmt.Errorf("invalid connections %d: use 1 to 64", c.Connections)
+	case c.Rounds < 1 || c.Rounds > 99:
+		return c, fmt.Errorf("invalid rounds %d: use 1 to 99", c.Rounds)
 	}
 	for _, r := range c.LatencyRates {
 		if r < 1 || float64(r)*c.StepDuration.Seconds() > stepSpan/10 {
@@ -228,6 +238,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 			LatencyRates:  cfg.LatencyRates,
 			LatencyStepMS: ms(cfg.StepDuration),
 			RSSRows:       cfg.RSSRows,
+			Rounds:        cfg.Rounds,
 			PollBatch:     pollBatch,
 		},
 	}
@@ -265,6 +276,9 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 		ScenarioCPU:     r.cpu,
 		ScenarioInbox:   r.inbox,
 		ScenarioRSS:     r.rss,
+	}
+	if cfg.Rounds > 1 {
+		scenarios[ScenarioCeiling], scenarios[ScenarioBacklog] = r.rounds(cfg.Scenarios)
 	}
 	for _, name := range cfg.Scenarios {
 		begun := time.Now()

@@ -37,10 +37,14 @@ func (r *runner) latency(ctx context.Context) (err error) {
 			return err
 		}
 
+		p.decoded.record()
 		step, err := r.latencyStep(ctx, "walrelay", ins, perSecond, p.done)
 		if err != nil {
 			return err
 		}
+		decoded := p.decoded.stop()
+		step.CommitToDecodeP50MS = ms(percentile(decoded, 0.50))
+		step.CommitToDecodeP99MS = ms(percentile(decoded, 0.99))
 
 		after, err := e.counts(ctx)
 		if err != nil {

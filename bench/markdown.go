@@ -119,7 +119,11 @@ func (rep *Report) rows() []row {
 	p100, p1000 := pollingAt(rep, 0), pollingAt(rep, 1)
 
 	for _, c := range rep.Ceiling {
-		rows = append(rows, row{scenario: fmt.Sprintf("broker ceiling, window %d", c.Window), figure: "msgs/s", ceiling: rateCell(c.MsgsPerS)})
+		name := fmt.Sprintf("broker ceiling, window %d", c.Window)
+		rows = append(rows, row{scenario: name, figure: ratesFigure(c.RoundsMsgsPerS), ceiling: rateCell(c.MsgsPerS)})
+		if len(c.RoundsMsgsPerS) > 0 {
+			rows = append(rows, row{scenario: name, figure: "msgs/s of each round", ceiling: roundsCell(c.RoundsMsgsPerS)})
+		}
 	}
 
 	rows = append(rows, rep.backlogRows(best, p100, p1000)...)
@@ -171,7 +175,11 @@ func (rep *Report) backlogRows(best float64, p100, p1000 *PollingRun) []row {
 	}
 
 	name := fmt.Sprintf("backlog of %d rows in %d-row transactions", firstNonZero(w, a, b).Messages, backlogRowsPerTx)
-	msgs := row{scenario: name, figure: "msgs/s",
+	var rounds []float64
+	if w != nil {
+		rounds = w.RoundsMsgsPerS
+	}
+	msgs := row{scenario: name, figure: ratesFigure(rounds),
 		walrelay: drainCell(w, func(d *Drain) string { return rateCell(d.MsgsPerS) }),
 		poll100:  drainCell(a, func(d *Drain) string { return rateCell(d.MsgsPerS) }),
 		poll1000: drainCell(b, func(d *Drain) string { return rateCell(d.MsgsPerS) })}
@@ -187,11 +195,14 @@ func (rep *Report) backlogRows(best float64, p100, p1000 *PollingRun) []row {
 
 	read := func(d *Drain) string { return fmt.Sprintf("%.2f", d.TableRowsReadPerMsg) }
 	written := func(d *Drain) string { return fmt.Sprintf("%.2f", d.TableRowsWrittenPerMsg) }
-	return []row{
-		msgs,
+	out := []row{msgs}
+	if len(rounds) > 0 {
+		out = append(out, row{scenario: name, figure: "msgs/s of each round", walrelay: roundsCell(rounds)})
+	}
+	return append(out, []row{
 		{scenario: name, figure: "outbox rows read per msg", walrelay: drainCell(w, read), poll100: drainCell(a, read), poll1000: drainCell(b, read)},
 		{scenario: name, figure: "outbox rows written per msg (beyond the insert)", walrelay: drainCell(w, written), poll100: drainCell(a, written), poll1000: drainCell(b, written)},
-	}
+	}...)
 }
 
 func (rep *Report) liveRows() []row {
@@ -229,18 +240,21 @@ func (rep *Report) latencyRows(p100, p1000 *PollingRun) []row {
 	}
 
 	figures := []struct {
-		name  string
-		value func(LatencyStep) float64
-		cell  func(float64) string
-		ratio bool
+		name     string
+		value    func(LatencyStep) float64
+		cell     func(float64) string
+		ratio    bool
+		walrelay bool // a figure of walrelay only
 	}{
-		{"commit-to-receipt p50, ms", func(s LatencyStep) float64 { return s.P50MS }, msCell, true},
-		{"commit-to-receipt p90, ms", func(s LatencyStep) float64 { return s.P90MS }, msCell, true},
-		{"commit-to-receipt p99, ms", func(s LatencyStep) float64 { return s.P99MS }, msCell, true},
-		{"commit-to-receipt max, ms", func(s LatencyStep) float64 { return s.MaxMS }, msCell, true},
-		{"msgs/s achieved", func(s LatencyStep) float64 { return s.AchievedMsgsPerS }, rateCell, false},
-		{"outbox rows read per msg", func(s LatencyStep) float64 { return s.TableRowsReadPerMsg }, fixed2, false},
-		{"outbox rows written per msg (beyond the insert)", func(s LatencyStep) float64 { return s.TableRowsWrittenPerMsg }, fixed2, false},
+		{"commit-to-receipt p50, ms", func(s LatencyStep) float64 { return s.P50MS }, msCell, true, false},
+		{"commit-to-receipt p90, ms", func(s LatencyStep) float64 { return s.P90MS }, msCell, true, false},
+		{"commit-to-receipt p99, ms", func(s LatencyStep) float64 { return s.P99MS }, msCell, true, false},
+		{"commit-to-receipt max, ms", func(s LatencyStep) float64 { return s.MaxMS }, msCell, true, false},
+		{"WAL commit timestamp to walrelay decode p50, ms", func(s LatencyStep) float64 { return s.CommitToDecodeP50MS }, msCell, false, true},
+		{"WAL commit timestamp to walrelay decode p99, ms", func(s LatencyStep) float64 { return s.CommitToDecodeP99MS }, msCell, false, true},
+		{"msgs/s achieved", func(s LatencyStep) float64 { return s.AchievedMsgsPerS }, rateCell, false, false},
+		{"outbox rows read per msg", func(s LatencyStep) float64 { return s.TableRowsReadPerMsg }, fixed2, false, false},
+		{"outbox rows written per msg (beyond the insert)", func(s LatencyStep) float64 { return s.TableRowsWrittenPerMsg }, fixed2, false, false},
 	}
 
 	var rows []row
@@ -261,10 +275,10 @@ func (rep *Report) latencyRows(p100, p1000 *PollingRun) []row {
 			if okW {
 				r.walrelay = f.cell(f.value(w))
 			}
-			if okA {
+			if okA && !f.walrelay {
 				r.poll100 = f.cell(f.value(a))
 			}
-			if okB {
+			if okB && !f.walrelay {
 				r.poll1000 = f.cell(f.value(b))
 			}
 			if f.ratio && okW && okA {
@@ -346,6 +360,24 @@ func cpuCell(p *ProcessCPU, f func(*ProcessCPU) string) string {
 }
 
 func rateCell(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
+
+// ratesFigure names a rate figure, which is a median when the run had
+// several rounds.
+func ratesFigure(rounds []float64) string {
+	if len(rounds) == 0 {
+		return "msgs/s"
+	}
+	return fmt.Sprintf("msgs/s, median of %d rounds", len(rounds))
+}
+
+// roundsCell lists every round's rate in run order.
+func roundsCell(rounds []float64) string {
+	cells := make([]string, len(rounds))
+	for i, v := range rounds {
+		cells[i] = rateCell(v)
+	}
+	return strings.Join(cells, " / ")
+}
 
 func fixed2(v float64) string { return fmt.Sprintf("%.2f", v) }
 

@@ -74,6 +74,7 @@ type Settings struct {
 	RSSRows        int      `json:"rss_rows"`
 	PollIntervalMS []int64  `json:"poll_intervals_ms"`
 	PollBatch      int      `json:"poll_batch"`
+	Rounds         int      `json:"rounds"`
 }
 
 // CeilingStep is the broker's own throughput at one in-flight window.
@@ -83,6 +84,10 @@ type CeilingStep struct {
 	BodyBytes int     `json:"body_bytes"`
 	ElapsedMS float64 `json:"elapsed_ms"`
 	MsgsPerS  float64 `json:"msgs_per_s"`
+
+	// RoundsMsgsPerS is every round's rate when the run has several
+	// rounds. The step's other figures are those of the median round.
+	RoundsMsgsPerS []float64 `json:"rounds_msgs_per_s,omitempty"`
 }
 
 // Drain is one relay working off a backlog of committed rows, timed from
@@ -95,6 +100,10 @@ type Drain struct {
 	ElapsedMS  float64 `json:"elapsed_ms"`
 	MsgsPerS   float64 `json:"msgs_per_s"`
 	Duplicates int     `json:"duplicates"`
+
+	// RoundsMsgsPerS is every round's rate when the run has several
+	// rounds. The drain's other figures are those of the median round.
+	RoundsMsgsPerS []float64 `json:"rounds_msgs_per_s,omitempty"`
 
 	// TableRowsReadPerMsg (seq_tup_read plus idx_tup_fetch) and
 	// TableRowsWrittenPerMsg (n_tup_upd plus n_tup_del) are the growth of
@@ -134,6 +143,14 @@ type LatencyStep struct {
 	P99MS            float64 `json:"p99_ms"`
 	MaxMS            float64 `json:"max_ms"`
 	Duplicates       int     `json:"duplicates"`
+
+	// CommitToDecodeP50MS and CommitToDecodeP99MS are walrelay's times from
+	// the commit timestamp in the WAL to decoding the row: the delay before
+	// the relay's own work. The commit timestamp is taken before the WAL
+	// flush that the client's COMMIT waits for, so these can exceed the
+	// commit-to-receipt figures. Zero for the polling relay.
+	CommitToDecodeP50MS float64 `json:"commit_to_decode_p50_ms,omitempty"`
+	CommitToDecodeP99MS float64 `json:"commit_to_decode_p99_ms,omitempty"`
 
 	// ReceivedBeforeCommitReturned counts messages that arrived before the
 	// inserting client saw its COMMIT return; their latency counts as 0.

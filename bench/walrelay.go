@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,9 +17,46 @@ import (
 
 // inProcess is a walrelay relay running in this process.
 type inProcess struct {
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Run returns
-	err    error         // Run's result, valid after done
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when Run returns
+	err     error         // Run's result, valid after done
+	decoded *decodeRecorder
+}
+
+// decodeRecorder passes the relay's events on to its metrics and, while
+// recording, keeps each commit-to-decode time.
+type decodeRecorder struct {
+	relay.Observer
+
+	mu        sync.Mutex
+	recording bool
+	samples   []time.Duration
+}
+
+func (d *decodeRecorder) Decoded(sinceCommit time.Duration) {
+	d.Observer.Decoded(sinceCommit)
+	d.mu.Lock()
+	if d.recording {
+		d.samples = append(d.samples, sinceCommit)
+	}
+	d.mu.Unlock()
+}
+
+// record starts keeping samples, dropping any from an earlier step.
+func (d *decodeRecorder) record() {
+	d.mu.Lock()
+	d.recording, d.samples = true, d.samples[:0]
+	d.mu.Unlock()
+}
+
+// stop ends the recording and returns the samples, sorted.
+func (d *decodeRecorder) stop() []time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.recording = false
+	out := slices.Clone(d.samples)
+	slices.Sort(out)
+	return out
 }
 
 // startRelay starts a relay on slot and returns once it streams, so that
@@ -27,6 +67,7 @@ func (r *runner) startRelay(ctx context.Context, slot string) (*inProcess, error
 	log := r.log.With().Str("component", "relay").Logger()
 	log = log.Level(max(zerolog.WarnLevel, r.log.GetLevel()))
 
+	decoded := &decodeRecorder{Observer: metrics.New(metrics.Config{})}
 	rl, err := relay.New(relay.Config{
 		PostgresURL:       r.env.dbURL,
 		AMQPURL:           r.env.amqpURL,
@@ -36,16 +77,20 @@ func (r *runner) startRelay(ctx context.Context, slot string) (*inProcess, error
 		Publication:       publication,
 		Slot:              slot,
 		MaxInFlight:       r.cfg.MaxInFlight,
-		Observer:          metrics.New(metrics.Config{}),
+		Observer:          decoded,
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("configure the relay: %w", err)
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
-	p := &inProcess{cancel: cancel, done: make(chan struct{})}
+	p := &inProcess{cancel: cancel, done: make(chan struct{}), decoded: decoded}
 	go func() {
-		p.err = rl.Run(runCtx)
+		// The label separates the relay's goroutines, amqp091's among
+		// them, from the benchmark's own in a CPU profile (--cpu-profile).
+		pprof.Do(runCtx, pprof.Labels("component", "walrelay"), func(ctx context.Context) {
+			p.err = rl.Run(ctx)
+		})
 		close(p.done)
 	}()
 
