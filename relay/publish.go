@@ -48,9 +48,11 @@ const burstMax = 256
 // publishBurst publishes item and whatever else is already queued, up to
 // burstMax, with the broker socket corked, so the burst costs one write.
 func (s *session) publishBurst(ctx context.Context, item queued, enc *outbox.Encoder, delayWarn zerolog.Logger, keep bool) error {
+	// One clock reading serves the whole burst, which goes out in one write.
+	now := time.Now()
 	s.pub.Cork()
 	for n := 0; ; n++ {
-		if err := s.publishItem(ctx, item, enc, delayWarn, keep); err != nil {
+		if err := s.publishItem(ctx, item, now, enc, delayWarn, keep); err != nil {
 			_ = s.pub.Uncork()
 			return err
 		}
@@ -70,19 +72,19 @@ func (s *session) publishBurst(ctx context.Context, item queued, enc *outbox.Enc
 }
 
 // publishItem encodes and publishes one queued item.
-func (s *session) publishItem(ctx context.Context, item queued, enc *outbox.Encoder, delayWarn zerolog.Logger, keepForDeadLetter bool) error {
+func (s *session) publishItem(ctx context.Context, item queued, now time.Time, enc *outbox.Encoder, delayWarn zerolog.Logger, keepForDeadLetter bool) error {
 	if item.deadLetter != nil {
-		return s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true)
+		return s.publish(ctx, item, now, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true)
 	}
 
-	pub, err := enc.Encode(&item.msg, time.Now())
+	pub, err := enc.Encode(&item.msg, now)
 	if err != nil {
 		s.r.cfg.Observer.Invalid()
 		if s.r.cfg.OnInvalid != PolicyDeadLetter {
 			return permanent(fmt.Errorf("halting: outbox row id %q: %w; fix or remove the row, then restart walrelay", item.msg.ID, err))
 		}
 		item.deadLetter = &deadLetter{reason: reasonInvalid, errorText: err.Error(), messageID: item.msg.ID, raw: item.msg.Payload}
-		return s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true)
+		return s.publish(ctx, item, now, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true)
 	}
 	if pub.Delay > 0 && !pub.Delayed {
 		delayWarn.Warn().Str("message_id", pub.MessageID).Dur("delay", pub.Delay).
@@ -100,7 +102,7 @@ func (s *session) publishItem(ctx context.Context, item queued, enc *outbox.Enco
 		stored.Body = slices.Clone(pub.Body)
 		slot.pub = &stored
 	}
-	return s.publish(ctx, item, *pub, false)
+	return s.publish(ctx, item, now, *pub, false)
 }
 
 // publishDeadLetters publishes the dead letters that arrive while the
@@ -111,18 +113,19 @@ func (s *session) publishDeadLetters(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case item := <-s.deadLetters:
-			if err := s.publish(ctx, item, item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true); err != nil {
+			if err := s.publish(ctx, item, time.Now(), item.deadLetter.publishing(s.r.cfg.DeadLetterExchange), true); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// publish sends pub as the message with sequence number item.seq.
-func (s *session) publish(ctx context.Context, item queued, pub outbox.Publishing, deadLettered bool) error {
+// publish sends pub as the message with sequence number item.seq and
+// records now as its publish time.
+func (s *session) publish(ctx context.Context, item queued, now time.Time, pub outbox.Publishing, deadLettered bool) error {
 	slot := &s.inflight[item.seq%uint64(len(s.inflight))]
 	slot.committed = item.commitTime
-	slot.published = time.Now()
+	slot.published = now
 	slot.deadLettered = deadLettered
 
 	if err := s.pub.Publish(ctx, item.seq, pub); err != nil {
@@ -171,7 +174,8 @@ func (s *session) confirmLoop(ctx context.Context) error {
 		}
 
 		s.confirmed.Add(1)
-		lastProgress = time.Now()
+		now := time.Now()
+		lastProgress = now
 		slot := s.inflight[c.Seq%uint64(len(s.inflight))]
 
 		switch c.Outcome {
@@ -179,7 +183,6 @@ func (s *session) confirmLoop(ctx context.Context) error {
 			s.ledger.Confirm(c.Seq)
 			s.signal()
 
-			now := time.Now()
 			obs.Confirmed(now.Sub(slot.published), now.Sub(slot.committed))
 			obs.InFlight(s.ledger.InFlight())
 			if slot.deadLettered {

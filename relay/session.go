@@ -30,7 +30,7 @@ type queued struct {
 // confirm, one per window slot, indexed by sequence number.
 type inflight struct {
 	committed    time.Time
-	published    time.Time
+	published    time.Time // the start of the message's burst
 	deadLettered bool
 
 	// pub is kept only with the dead-letter policy for unroutable

@@ -146,7 +146,7 @@ func (s *session) handleWAL(st *streamState, msg replication.Message) error {
 		if err != nil {
 			return err
 		}
-		s.r.cfg.Observer.Decoded(time.Since(st.commitTime))
+		s.r.cfg.Observer.Decoded(st.lastReceived.Sub(st.commitTime))
 		s.queue <- queued{seq: seq, msg: ev.Message, commitTime: st.commitTime}
 
 	case decode.KindCommit:

@@ -20,6 +20,10 @@ const writeTimeout = 10 * time.Second
 // Stream is a replication connection (replication=database) to Postgres.
 type Stream struct {
 	conn *pgconn.PgConn
+
+	// deadline is the read deadline last set by Receive, which sets it
+	// again only when it changes, because each change resets a timer.
+	deadline time.Time
 }
 
 // Dial opens a replication connection. The session runs with TimeZone=UTC
@@ -191,8 +195,11 @@ var ErrStreamEnded = errors.New("replication stream ended by the server")
 // KindTimeout message when the deadline passes; any other error means the
 // connection is unusable.
 func (s *Stream) Receive(deadline time.Time) (Message, error) {
-	if err := s.conn.Conn().SetReadDeadline(deadline); err != nil {
-		return Message{}, fmt.Errorf("set read deadline: %w", err)
+	if !deadline.Equal(s.deadline) {
+		if err := s.conn.Conn().SetReadDeadline(deadline); err != nil {
+			return Message{}, fmt.Errorf("set read deadline: %w", err)
+		}
+		s.deadline = deadline
 	}
 
 	raw, err := s.conn.ReceiveMessage(context.Background())
