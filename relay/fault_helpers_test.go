@@ -22,6 +22,7 @@ type countingObserver struct {
 	dead       atomic.Int64
 	invalid    atomic.Int64
 	blocked    atomic.Bool
+	decoded    atomic.Int64 // rows timed from commit to decode
 	started    atomic.Int64 // sessions that started streaming
 	ended      atomic.Int64 // sessions that stopped streaming
 }
@@ -45,7 +46,7 @@ func (o *countingObserver) DeadLettered()                { o.dead.Add(1) }
 func (o *countingObserver) Invalid()                     { o.invalid.Add(1) }
 func (o *countingObserver) BrokerBlocked(b bool)         { o.blocked.Store(b) }
 func (o *countingObserver) Confirmed(_, _ time.Duration) {}
-func (o *countingObserver) Decoded(time.Duration)        {}
+func (o *countingObserver) Decoded(time.Duration)        { o.decoded.Add(1) }
 
 // writer inserts rows n = 0, 1, 2, ... in transactions of batch rows with a
 // pause between them, in the background, until total rows are written.

@@ -20,8 +20,9 @@ const (
 // blocking.
 type Observer interface {
 	// Decoded records the time from a transaction's commit in Postgres to
-	// the relay decoding one of its rows from the WAL, which is the delay
-	// before the relay's own work. Backfilled rows are not counted.
+	// the relay reading one of its rows from the replication stream. Rows
+	// that a later session reads again, backfilled rows and
+	// non-transactional logical decoding messages are not counted.
 	Decoded(sinceCommit time.Duration)
 	// Published counts a message handed to the broker.
 	Published()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
@@ -45,6 +46,11 @@ type Relay struct {
 	// startLSNApplied is set once a session started at Config.StartLSN, so
 	// later sessions resume normally.
 	startLSNApplied bool
+
+	// decodeTimedThrough is the commit LSN of the newest transaction whose
+	// rows went to Observer.Decoded. A later session that reads the same
+	// transactions again does not report them twice.
+	decodeTimedThrough pglogrepl.LSN
 
 	// streaming is closed when the first session starts streaming.
 	streaming     chan struct{}

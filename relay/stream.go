@@ -30,6 +30,10 @@ type streamState struct {
 	// skipLeft counts the leading messages of the current transaction that
 	// an earlier session already had confirmed.
 	skipLeft int
+
+	// timeDecode is set while the current transaction is one whose rows
+	// this process has not reported to Observer.Decoded before.
+	timeDecode bool
 }
 
 // streamLoop owns the replication connection. It reads and decodes while
@@ -129,6 +133,10 @@ func (s *session) handleWAL(st *streamState, msg replication.Message) error {
 			return err
 		}
 		st.commitTime = ev.CommitTime
+		st.timeDecode = ev.CommitLSN > s.r.decodeTimedThrough
+		if st.timeDecode {
+			s.r.decodeTimedThrough = ev.CommitLSN
+		}
 		st.skipLeft = 0
 		if ev.CommitLSN == s.r.resume.HeadCommitLSN {
 			st.skipLeft = s.r.resume.HeadConfirmed
@@ -146,7 +154,9 @@ func (s *session) handleWAL(st *streamState, msg replication.Message) error {
 		if err != nil {
 			return err
 		}
-		s.r.cfg.Observer.Decoded(st.lastReceived.Sub(st.commitTime))
+		if st.timeDecode {
+			s.r.cfg.Observer.Decoded(st.lastReceived.Sub(st.commitTime))
+		}
 		s.queue <- queued{seq: seq, msg: ev.Message, commitTime: st.commitTime}
 
 	case decode.KindCommit:
