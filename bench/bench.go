@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -115,13 +116,18 @@ type Config struct {
 
 	// Rounds repeats the ceiling and backlog scenarios, one after the
 	// other, and reports the median of each. On a shared machine one run
-	// of either can be off by several percent. Default 1.
+	// of either can be off by several percent. It must be odd. Default 1.
 	Rounds int
 
 	// Executable is the walrelay binary that the cpu, rss and polling
 	// scenarios start as a separate process (`run` and `bench poll`).
 	// Default: the running executable.
 	Executable string
+
+	// CPUProfile, when set, is a file to write a pprof CPU profile of the
+	// run to. Profiling starts once the run's database, exchange and queue
+	// exist, so a run that fails before leaves no file.
+	CPUProfile string
 
 	// childEnv is added to the environment of those processes.
 	childEnv []string
@@ -193,8 +199,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("invalid latency step duration %s: use 100ms or more", c.StepDuration)
 	case c.Connections < 1 || c.Connections > 64:
 		return c, fmt.Errorf("invalid connections %d: use 1 to 64", c.Connections)
-	case c.Rounds < 1 || c.Rounds > 99:
-		return c, fmt.Errorf("invalid rounds %d: use 1 to 99", c.Rounds)
+	case c.Rounds < 1 || c.Rounds > 99 || c.Rounds%2 == 0:
+		return c, fmt.Errorf("invalid rounds %d: use an odd number from 1 to 99, so that one round is the median", c.Rounds)
 	}
 	for _, r := range c.LatencyRates {
 		if r < 1 || float64(r)*c.StepDuration.Seconds() > stepSpan/10 {
@@ -254,6 +260,17 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 	report.RunID = e.id
 	log.Info().Str("database", e.database).Str("exchange", e.exchange).Str("queue", e.queue).Msg("benchmark environment created")
 
+	if cfg.CPUProfile != "" {
+		stop, err := startCPUProfile(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
+	if cfg.Rounds > 1 && !slices.Contains(cfg.Scenarios, ScenarioCeiling) && !slices.Contains(cfg.Scenarios, ScenarioBacklog) {
+		log.Warn().Int("rounds", cfg.Rounds).Msg("rounds apply to the ceiling and backlog scenarios only, and neither runs")
+	}
+
 	r := &runner{cfg: cfg, log: log, env: e, clock: clock{epoch: started}, report: report}
 	report.Machine = describeMachine(ctx, e)
 
@@ -302,4 +319,22 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 func (r *runner) nextBase() int64 {
 	r.steps++
 	return r.steps * stepSpan
+}
+
+// startCPUProfile starts a pprof CPU profile written to path and returns
+// the function that stops it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("invalid CPU profile path: %w; create its directory or choose another path", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }

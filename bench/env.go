@@ -45,8 +45,10 @@ type env struct {
 	amqp *amqp.Connection // for consumers and queue management
 	mgmt *amqp.Channel    // purges the queue
 
-	// declared is set once the exchange and queue may exist.
+	// declared is set once the exchange and queue may exist, and created
+	// once the database may exist.
 	declared bool
+	created  bool
 }
 
 // newEnv creates the run's database with the Event-Forge tables and a
@@ -104,6 +106,7 @@ func (e *env) createDatabase(ctx context.Context) error {
 		return fmt.Errorf("wal_level is %q: walrelay needs logical; run scripts/services.sh (make services) or set wal_level = logical and restart Postgres", level)
 	}
 
+	e.created = true
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{e.database}.Sanitize()); err != nil {
 		return fmt.Errorf("create database %s: %w", e.database, err)
 	}
@@ -162,8 +165,10 @@ func (e *env) close() {
 	if e.db != nil {
 		_ = e.db.Close(ctx)
 	}
-	if err := e.dropDatabase(ctx); err != nil {
-		e.log.Error().Err(err).Str("database", e.database).Msg("cannot remove the benchmark database; drop its replication slots and the database by hand")
+	if e.created {
+		if err := e.dropDatabase(ctx); err != nil {
+			e.log.Error().Err(err).Str("database", e.database).Msg("cannot remove the benchmark database; drop its replication slots and the database by hand")
+		}
 	}
 
 	if e.amqp != nil {

@@ -24,6 +24,14 @@ func (r *runner) rounds(scenarios []string) (ceiling, backlog func(context.Conte
 
 		var ceilings [][]CeilingStep
 		var drains []*Drain
+
+		// The report gets the median of the rounds done, also when a
+		// round fails or the run is stopped.
+		defer func() {
+			r.report.Ceiling = medianCeiling(ceilings)
+			r.report.Backlog = medianDrain(drains)
+		}()
+
 		for round := 1; round <= r.cfg.Rounds; round++ {
 			r.log.Info().Int("round", round).Int("rounds", r.cfg.Rounds).Msg("round started")
 			if withCeiling {
@@ -34,18 +42,12 @@ func (r *runner) rounds(scenarios []string) (ceiling, backlog func(context.Conte
 				ceilings = append(ceilings, r.report.Ceiling)
 			}
 			if withBacklog {
+				r.report.Backlog = nil
 				if err := r.backlog(ctx); err != nil {
 					return err
 				}
 				drains = append(drains, r.report.Backlog)
 			}
-		}
-
-		if withCeiling {
-			r.report.Ceiling = medianCeiling(ceilings)
-		}
-		if withBacklog {
-			r.report.Backlog = medianDrain(drains)
 		}
 		return nil
 	}
@@ -53,8 +55,10 @@ func (r *runner) rounds(scenarios []string) (ceiling, backlog func(context.Conte
 }
 
 // medianCeiling returns, for each window, the step of the median round
-// with every round's rate attached. Each element of rounds holds one
-// round's steps in window order.
+// with every round's rate attached, or nil for no rounds. Each element of
+// rounds holds one round's steps in window order. An interrupted run can
+// leave an even number of rounds, and then the median is the upper of the
+// two middle rounds.
 func medianCeiling(rounds [][]CeilingStep) []CeilingStep {
 	if len(rounds) == 0 {
 		return nil
@@ -73,8 +77,8 @@ func medianCeiling(rounds [][]CeilingStep) []CeilingStep {
 	return out
 }
 
-// medianDrain returns the drain of the median round with every round's
-// rate attached.
+// medianDrain returns the drain of the median round, chosen as in
+// medianCeiling, with every round's rate attached, or nil for no rounds.
 func medianDrain(drains []*Drain) *Drain {
 	if len(drains) == 0 {
 		return nil

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -14,10 +12,9 @@ import (
 
 func newBenchCommand(logs *logOptions) *cobra.Command {
 	var (
-		cfg        bench.Config
-		scenarios  string
-		asJSON     bool
-		cpuProfile string
+		cfg       bench.Config
+		scenarios string
+		asJSON    bool
 	)
 
 	cmd := &cobra.Command{
@@ -26,7 +23,7 @@ func newBenchCommand(logs *logOptions) *cobra.Command {
 		Long: "bench creates its own database, exchange and queue on the given servers, measures the\n" +
 			"scenarios (" + strings.Join(bench.Scenarios(), ", ") + ") and removes what it created. It prints\n" +
 			"one markdown table with every figure, or JSON with --json. A full run with the defaults\n" +
-			"takes about ten minutes on two cores.",
+			"takes about seven minutes on two cores.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logs, os.Stderr)
@@ -38,14 +35,6 @@ func newBenchCommand(logs *logOptions) *cobra.Command {
 				for _, name := range strings.Split(scenarios, ",") {
 					cfg.Scenarios = append(cfg.Scenarios, strings.TrimSpace(name))
 				}
-			}
-
-			if cpuProfile != "" {
-				stop, err := startCPUProfile(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer stop()
 			}
 
 			report, runErr := bench.Run(cmd.Context(), cfg, log)
@@ -71,28 +60,11 @@ func newBenchCommand(logs *logOptions) *cobra.Command {
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "walrelay's in-flight window (default: walrelay's default)")
 	f.IntVar(&cfg.RSSRows, "rss-rows", bench.DefaultRSSRows, "rows of the one transaction of the rss scenario")
 	f.IntVar(&cfg.Rounds, "rounds", 1, "repeat the ceiling and backlog scenarios this many times, in turn, and report the medians")
-	f.StringVar(&cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the benchmark process, which runs walrelay in-process, to this file")
+	f.StringVar(&cfg.CPUProfile, "cpu-profile", "", "write a pprof CPU profile of the benchmark process, which runs walrelay in-process, to this file")
 	f.BoolVar(&asJSON, "json", false, "print JSON (rates in msgs_per_s, times in ms, sizes in bytes) instead of markdown")
 
 	cmd.AddCommand(newBenchPollCommand(logs))
 	return cmd
-}
-
-// startCPUProfile starts a pprof CPU profile written to path and returns
-// the function that stops it.
-func startCPUProfile(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("create CPU profile file %q: %w", path, err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("start CPU profile: %w", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		_ = f.Close()
-	}, nil
 }
 
 func writeReport(cmd *cobra.Command, report *bench.Report, asJSON bool) error {

@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/walrelay/walrelay/bench"
 )
 
 // configFlag names the flag (and, as WALRELAY_CONFIG, the variable) that
@@ -280,6 +282,16 @@ var flagLimits = map[string]limit{
 	"status-interval":  durationRange(100*time.Millisecond, 10*time.Minute),
 	"shutdown-timeout": durationRange(0, 24*time.Hour),
 	"http-addr":        hostPort,
+
+	// The bench flags. Their Go configuration reads 0 as the default, so a
+	// 0 given by the user must be rejected here.
+	"rows":          intRange(1, 10_000_000),
+	"rss-rows":      intRange(1, 10_000_000),
+	"payload-bytes": intRange(1, 64<<20),
+	"connections":   intRange(1, 64),
+	"duration":      durationRange(100*time.Millisecond, 24*time.Hour),
+	"rounds":        oddRange(1, 99),
+	"scenarios":     scenarioList,
 }
 
 // checkLimits applies flagLimits to the flags of this command whose value
@@ -330,6 +342,28 @@ func intRange(lo, hi int) limit {
 		n, err := strconv.Atoi(value)
 		return err == nil && n >= lo && n <= hi, fmt.Sprintf("want a whole number from %d to %d", lo, hi)
 	}
+}
+
+func oddRange(lo, hi int) limit {
+	return func(value string) (bool, string) {
+		n, err := strconv.Atoi(value)
+		return err == nil && n >= lo && n <= hi && n%2 == 1,
+			fmt.Sprintf("want an odd number from %d to %d, so that one round is the median", lo, hi)
+	}
+}
+
+// scenarioList accepts a comma-separated list of benchmark scenarios.
+func scenarioList(value string) (bool, string) {
+	allowed := "want one or more of " + strings.Join(bench.Scenarios(), ",") + ", separated by commas"
+	if strings.TrimSpace(value) == "" {
+		return false, allowed
+	}
+	for _, name := range strings.Split(value, ",") {
+		if !slices.Contains(bench.Scenarios(), strings.TrimSpace(name)) {
+			return false, allowed
+		}
+	}
+	return true, ""
 }
 
 func durationRange(lo, hi time.Duration) limit {
