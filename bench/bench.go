@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -252,6 +253,13 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 		report.Settings.PollIntervalMS = append(report.Settings.PollIntervalMS, d.Milliseconds())
 	}
 
+	if cfg.CPUProfile != "" {
+		// Checked before the servers are touched; the file is created later.
+		if dir := filepath.Dir(cfg.CPUProfile); !isDir(dir) {
+			return nil, fmt.Errorf("invalid CPU profile path %q: directory %s does not exist; create it or choose another path", cfg.CPUProfile, dir)
+		}
+	}
+
 	e, err := newEnv(ctx, cfg.PostgresURL, cfg.AMQPURL, log)
 	if err != nil {
 		return nil, err
@@ -337,4 +345,10 @@ func startCPUProfile(path string) (func(), error) {
 		pprof.StopCPUProfile()
 		_ = f.Close()
 	}, nil
+}
+
+// isDir reports whether path is an existing directory.
+func isDir(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.IsDir()
 }

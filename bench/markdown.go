@@ -364,8 +364,14 @@ func rateCell(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
 // ratesFigure names a rate figure, which is a median when the run had
 // several rounds.
 func ratesFigure(rounds []float64) string {
-	if len(rounds) == 0 {
+	switch {
+	case len(rounds) == 0:
 		return "msgs/s"
+	case len(rounds) == 1:
+		return "msgs/s, 1 round"
+	case len(rounds)%2 == 0:
+		// Only a stopped run has an even number of rounds.
+		return fmt.Sprintf("msgs/s, upper middle of %d rounds (run stopped)", len(rounds))
 	}
 	return fmt.Sprintf("msgs/s, median of %d rounds", len(rounds))
 }

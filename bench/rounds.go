@@ -3,6 +3,7 @@ package bench
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 )
 
@@ -37,14 +38,14 @@ func (r *runner) rounds(scenarios []string) (ceiling, backlog func(context.Conte
 			if withCeiling {
 				r.report.Ceiling = nil
 				if err := r.ceiling(ctx); err != nil {
-					return err
+					return fmt.Errorf("round %d of %d, ceiling: %w", round, r.cfg.Rounds, err)
 				}
 				ceilings = append(ceilings, r.report.Ceiling)
 			}
 			if withBacklog {
 				r.report.Backlog = nil
 				if err := r.backlog(ctx); err != nil {
-					return err
+					return fmt.Errorf("round %d of %d, backlog: %w", round, r.cfg.Rounds, err)
 				}
 				drains = append(drains, r.report.Backlog)
 			}

@@ -99,6 +99,10 @@ func (r *runner) startRelay(ctx context.Context, slot string) (*inProcess, error
 		return p, nil
 	case <-p.done:
 		cancel()
+		if p.err == nil {
+			// Run returns nil when ctx ends, which is the only clean stop.
+			return nil, fmt.Errorf("relay stopped before it streamed: %w", context.Cause(ctx))
+		}
 		return nil, fmt.Errorf("relay stopped before it streamed: %w", p.err)
 	case <-time.After(idleTimeout):
 		_ = p.stop()

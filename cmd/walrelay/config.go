@@ -359,8 +359,8 @@ func scenarioList(value string) (bool, string) {
 		return false, allowed
 	}
 	for _, name := range strings.Split(value, ",") {
-		if !slices.Contains(bench.Scenarios(), strings.TrimSpace(name)) {
-			return false, allowed
+		if name = strings.TrimSpace(name); !slices.Contains(bench.Scenarios(), name) {
+			return false, fmt.Sprintf("%q is not a scenario: %s", name, allowed)
 		}
 	}
 	return true, ""
