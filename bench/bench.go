@@ -275,9 +275,6 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 		}
 		defer stop()
 	}
-	if cfg.Rounds > 1 && !slices.Contains(cfg.Scenarios, ScenarioCeiling) && !slices.Contains(cfg.Scenarios, ScenarioBacklog) {
-		log.Warn().Int("rounds", cfg.Rounds).Msg("rounds apply to the ceiling and backlog scenarios only, and neither runs")
-	}
 
 	r := &runner{cfg: cfg, log: log, env: e, clock: clock{epoch: started}, report: report}
 	report.Machine = describeMachine(ctx, e)
@@ -303,7 +300,19 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) (*Report, error) {
 		ScenarioRSS:     r.rss,
 	}
 	if cfg.Rounds > 1 {
-		scenarios[ScenarioCeiling], scenarios[ScenarioBacklog] = r.rounds(cfg.Scenarios)
+		// One scenario measures every round of both, and it takes the
+		// place of the one that runs first.
+		withCeiling := slices.Contains(cfg.Scenarios, ScenarioCeiling)
+		withBacklog := slices.Contains(cfg.Scenarios, ScenarioBacklog)
+		switch {
+		case withCeiling:
+			scenarios[ScenarioCeiling] = r.rounds(withCeiling, withBacklog)
+			scenarios[ScenarioBacklog] = func(context.Context) error { return nil }
+		case withBacklog:
+			scenarios[ScenarioBacklog] = r.rounds(false, withBacklog)
+		default:
+			log.Warn().Int("rounds", cfg.Rounds).Msg("rounds apply to the ceiling and backlog scenarios only, and neither runs")
+		}
 	}
 	for _, name := range cfg.Scenarios {
 		begun := time.Now()
@@ -334,7 +343,7 @@ func (r *runner) nextBase() int64 {
 func startCPUProfile(path string) (func(), error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("invalid CPU profile path: %w; create its directory or choose another path", err)
+		return nil, fmt.Errorf("cannot create the CPU profile file: %w; choose a writable path", err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		_ = f.Close()

@@ -145,8 +145,8 @@ type LatencyStep struct {
 	Duplicates       int     `json:"duplicates"`
 
 	// CommitToDecodeP50MS and CommitToDecodeP99MS are walrelay's times from
-	// the commit timestamp in the WAL to decoding the row: the delay before
-	// the relay's own work. The commit timestamp is taken before the WAL
+	// the commit timestamp in the WAL to reading the row from the stream:
+	// the delay before the relay's own work. The commit timestamp is taken before the WAL
 	// flush that the client's COMMIT waits for, so these can exceed the
 	// commit-to-receipt figures. Zero for the polling relay.
 	CommitToDecodeP50MS float64 `json:"commit_to_decode_p50_ms,omitempty"`

@@ -7,22 +7,13 @@ import (
 	"slices"
 )
 
-// rounds returns the ceiling and backlog scenarios of a run with several
-// rounds. The first one to run measures every round, the ceiling and the
-// backlog in turn, so that both see the same stretch of the machine's load.
-// It then reports each step's median round, and the other one does
-// nothing. scenarios are the run's scenarios, in run order.
-func (r *runner) rounds(scenarios []string) (ceiling, backlog func(context.Context) error) {
-	withCeiling := slices.Contains(scenarios, ScenarioCeiling)
-	withBacklog := slices.Contains(scenarios, ScenarioBacklog)
-	done := false
-
-	all := func(ctx context.Context) error {
-		if done {
-			return nil
-		}
-		done = true
-
+// rounds returns the scenario that measures every round of a run with
+// several rounds: the ceiling and then the backlog, in turn, so that both
+// see the same stretch of the machine's load. It then reports each step's
+// median round. withCeiling and withBacklog tell which of the two the run
+// includes.
+func (r *runner) rounds(withCeiling, withBacklog bool) func(context.Context) error {
+	return func(ctx context.Context) error {
 		var ceilings [][]CeilingStep
 		var drains []*Drain
 
@@ -30,7 +21,13 @@ func (r *runner) rounds(scenarios []string) (ceiling, backlog func(context.Conte
 		// round fails or the run is stopped.
 		defer func() {
 			r.report.Ceiling = medianCeiling(ceilings)
-			r.report.Backlog = medianDrain(drains)
+			r.report.Backlog = nil
+			if len(drains) > 0 {
+				d, rates := median(drains, func(d *Drain) float64 { return d.MsgsPerS })
+				median := *d
+				median.RoundsMsgsPerS = rates
+				r.report.Backlog = &median
+			}
 		}()
 
 		for round := 1; round <= r.cfg.Rounds; round++ {
@@ -52,14 +49,11 @@ func (r *runner) rounds(scenarios []string) (ceiling, backlog func(context.Conte
 		}
 		return nil
 	}
-	return all, all
 }
 
 // medianCeiling returns, for each window, the step of the median round
 // with every round's rate attached, or nil for no rounds. Each element of
-// rounds holds one round's steps in window order. An interrupted run can
-// leave an even number of rounds, and then the median is the upper of the
-// two middle rounds.
+// rounds is one round's steps in window order.
 func medianCeiling(rounds [][]CeilingStep) []CeilingStep {
 	if len(rounds) == 0 {
 		return nil
@@ -67,30 +61,24 @@ func medianCeiling(rounds [][]CeilingStep) []CeilingStep {
 	out := make([]CeilingStep, len(rounds[0]))
 	for i := range out {
 		steps := make([]CeilingStep, len(rounds))
-		rates := make([]float64, len(rounds))
 		for j, round := range rounds {
-			steps[j], rates[j] = round[i], round[i].MsgsPerS
+			steps[j] = round[i]
 		}
-		slices.SortFunc(steps, func(a, b CeilingStep) int { return cmp.Compare(a.MsgsPerS, b.MsgsPerS) })
-		out[i] = steps[len(steps)/2]
-		out[i].RoundsMsgsPerS = rates
+		out[i], out[i].RoundsMsgsPerS = median(steps, func(s CeilingStep) float64 { return s.MsgsPerS })
 	}
 	return out
 }
 
-// medianDrain returns the drain of the median round, chosen as in
-// medianCeiling, with every round's rate attached, or nil for no rounds.
-func medianDrain(drains []*Drain) *Drain {
-	if len(drains) == 0 {
-		return nil
+// median returns the item of items whose rate is the median, and every
+// item's rate in the order given. An interrupted run can leave an even
+// number of rounds, and then the median is the upper of the two middle
+// ones. items must not be empty.
+func median[T any](items []T, rate func(T) float64) (T, []float64) {
+	rates := make([]float64, len(items))
+	for i, item := range items {
+		rates[i] = rate(item)
 	}
-	rates := make([]float64, len(drains))
-	for i, d := range drains {
-		rates[i] = d.MsgsPerS
-	}
-	sorted := slices.Clone(drains)
-	slices.SortFunc(sorted, func(a, b *Drain) int { return cmp.Compare(a.MsgsPerS, b.MsgsPerS) })
-	median := *sorted[len(sorted)/2]
-	median.RoundsMsgsPerS = rates
-	return &median
+	sorted := slices.Clone(items)
+	slices.SortFunc(sorted, func(a, b T) int { return cmp.Compare(rate(a), rate(b)) })
+	return sorted[len(sorted)/2], rates
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,43 @@ func TestConfigValidation(t *testing.T) {
 		if _, err := c.withDefaults(); err == nil {
 			t.Errorf("config %+v accepted, want an error", c)
 		}
+	}
+}
+
+func TestMedianCeilingPerWindow(t *testing.T) {
+	step := func(window int, rate, elapsed float64) CeilingStep {
+		return CeilingStep{Window: window, MsgsPerS: rate, ElapsedMS: elapsed}
+	}
+	rounds := [][]CeilingStep{
+		{step(100, 300, 1), step(1000, 10, 1)},
+		{step(100, 100, 2), step(1000, 30, 2)},
+		{step(100, 200, 3), step(1000, 20, 3)},
+	}
+
+	got := medianCeiling(rounds)
+	if len(got) != 2 {
+		t.Fatalf("got %d steps, want 2", len(got))
+	}
+	if got[0].MsgsPerS != 200 || got[0].ElapsedMS != 3 {
+		t.Errorf("window 100: rate %v from round with elapsed %v, want 200 from the third round", got[0].MsgsPerS, got[0].ElapsedMS)
+	}
+	if got[1].MsgsPerS != 20 || got[1].ElapsedMS != 3 {
+		t.Errorf("window 1000: rate %v from round with elapsed %v, want 20 from the third round", got[1].MsgsPerS, got[1].ElapsedMS)
+	}
+	if want := []float64{300, 100, 200}; !slices.Equal(got[0].RoundsMsgsPerS, want) {
+		t.Errorf("window 100 rounds = %v, want %v in run order", got[0].RoundsMsgsPerS, want)
+	}
+}
+
+func TestMedianEvenTakesUpperMiddle(t *testing.T) {
+	item, rates := median([]float64{4, 1, 3, 2}, func(v float64) float64 { return v })
+	if item != 3 {
+		t.Errorf("median of 4 rounds = %v, want 3 (the upper middle)", item)
+	}
+	if want := []float64{4, 1, 3, 2}; !slices.Equal(rates, want) {
+		t.Errorf("rates = %v, want %v", rates, want)
+	}
+	if got := medianCeiling(nil); got != nil {
+		t.Errorf("medianCeiling(nil) = %v, want nil", got)
 	}
 }

@@ -33,6 +33,7 @@ type decodeRecorder struct {
 	samples   []time.Duration
 }
 
+// Decoded passes the sample on and keeps it while recording.
 func (d *decodeRecorder) Decoded(sinceCommit time.Duration) {
 	d.Observer.Decoded(sinceCommit)
 	d.mu.Lock()

@@ -123,7 +123,7 @@ func New(cfg Config) *Metrics {
 	m.commitConfirm = m.histogram("commit_confirm_latency_seconds",
 		"Time from the transaction's commit in Postgres to the broker's confirm of its message.", commitConfirmBuckets)
 	m.commitDecode = m.histogram("commit_decode_latency_seconds",
-		"Time from the transaction's commit in Postgres to walrelay decoding its row from the WAL.", commitConfirmBuckets)
+		"Time from the transaction's commit in Postgres to walrelay reading its row from the replication stream.", commitConfirmBuckets)
 
 	m.reconnects = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
@@ -189,7 +189,7 @@ func (m *Metrics) lastAliveSeconds() float64 {
 	return float64(at) / float64(time.Second)
 }
 
-// Decoded records the time from a commit to the decoding of its row. A
+// Decoded records the time from a commit to walrelay reading its row. A
 // negative time (the Postgres server's clock ahead of this host's) is
 // recorded as zero.
 func (m *Metrics) Decoded(sinceCommit time.Duration) {
